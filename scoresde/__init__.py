@@ -1,0 +1,24 @@
+"""scoresde: score-based generative modelling with stochastic differential equations.
+
+Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]`` and ``t`` is
+``[B]``; a score function is any callable ``score_fn(x, t)`` returning a tensor shaped like ``x``.
+"""
+
+from . import errors
+from .errors import (
+    DataError, IncompatibleSDEError, IntegrationError, NonFiniteError, ScoreSDEError, ShapeError,
+    TimeRangeError, UnknownSolverError,
+)
+from .score import NetworkScore, as_score_fn, tweedie_denoise
+from .sde import SDE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "SDE", "ReverseSDE", "VPSDE", "SubVPSDE", "VESDE",
+    "NetworkScore", "as_score_fn", "tweedie_denoise",
+    "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",
+    "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
+    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
+]

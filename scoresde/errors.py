@@ -1,0 +1,47 @@
+"""Exceptions raised by scoresde.
+
+Every error a user can cause is a subclass of :class:`ScoreSDEError`, so callers (and the
+command line) can tell user errors from bugs. The subclasses also derive from the matching
+built-in exception (``ValueError``, ``RuntimeError``) so ordinary ``except ValueError`` works.
+"""
+
+from __future__ import annotations
+
+
+class ScoreSDEError(Exception):
+    """Base class of all errors raised deliberately by scoresde."""
+
+
+class ShapeError(ScoreSDEError, ValueError):
+    """A tensor has the wrong shape (data, time, or a score function's output)."""
+
+
+class TimeRangeError(ScoreSDEError, ValueError):
+    """A time outside ``[0, T]`` was given."""
+
+
+class UnknownSolverError(ScoreSDEError, KeyError):
+    """A solver name that is not in :data:`scoresde.SOLVERS`."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return str(self.args[0]) if self.args else ""
+
+
+class IncompatibleSDEError(ScoreSDEError, TypeError):
+    """A solver was asked to serve an SDE it cannot serve (e.g. one without a closed-form kernel)."""
+
+
+class NonFiniteError(ScoreSDEError, FloatingPointError):
+    """NaN or infinity appeared during sampling or integration."""
+
+
+class IntegrationError(ScoreSDEError, RuntimeError):
+    """An ODE integration failed (step size underflow, too many steps)."""
+
+
+class DataError(ScoreSDEError, ValueError):
+    """Missing, corrupt or malformed data."""
+
+
+class CheckpointError(ScoreSDEError, ValueError):
+    """Missing, corrupt or incompatible checkpoint."""

@@ -1,0 +1,101 @@
+"""The score-function interface and the wrapper that turns networks into score functions.
+
+A score function is any callable ``score_fn(x, t) -> Tensor`` with ``x`` of shape ``[B, *event]``,
+``t`` of shape ``[B]`` and an output shaped like ``x``: an estimate of ``grad_x log p_t(x)``.
+Exact scores (for Gaussian or mixture data) and trained networks plug into every sampler alike.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Literal
+
+import torch
+from torch import Tensor, nn
+
+from ._utils import append_dims
+from .errors import IncompatibleSDEError
+from .sde.base import SDE
+
+ScoreFn = Callable[[Tensor, Tensor], Tensor]
+Parameterization = Literal["eps", "score", "x0"]
+PARAMETERIZATIONS = ("eps", "score", "x0")
+
+
+class NetworkScore(nn.Module):
+    """Wrap a network ``net(x, t)`` so that it is called as a score function.
+
+    Args:
+        net: a module called as ``net(x, t)`` with ``x`` ``[B, *event]`` and ``t`` ``[B]``,
+            returning a tensor shaped like ``x``.
+        sde: the SDE whose kernel ``x_t = scale(t) x_0 + std(t) eps`` relates the parameterizations.
+        parameterization: what ``net`` predicts:
+
+            * ``"eps"``: the noise ``eps``; score ``= -eps / std(t)`` (DDPM).
+            * ``"score"``: the score itself (NCSN); with ``scale_by_std=True`` the output is
+              divided by ``std(t)`` first (the output scaling of NCSN++).
+            * ``"x0"``: the clean data; score ``= (scale(t) x0 - x) / std(t)^2``.
+        scale_by_std: only for ``"score"``: divide the raw output by ``std(t)``.
+
+    Calling the wrapper returns the score, shaped like ``x``. ``raw(x, t)`` returns the network's
+    own output and :meth:`eps` converts it to a noise prediction (what the DSM losses use).
+    """
+
+    def __init__(self, net: nn.Module, sde: SDE, parameterization: Parameterization = "eps", scale_by_std: bool = False):
+        super().__init__()
+        if parameterization not in PARAMETERIZATIONS:
+            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        if parameterization != "score" and scale_by_std:
+            raise ValueError("scale_by_std applies only to parameterization='score'")
+        if not sde.has_kernel:
+            raise IncompatibleSDEError(
+                f"{type(sde).__name__} has no closed-form Gaussian kernel, which converting network outputs to scores needs"
+            )
+        self.net = net
+        self.sde = sde
+        self.parameterization = parameterization
+        self.scale_by_std = scale_by_std
+
+    def raw(self, x: Tensor, t: Tensor) -> Tensor:
+        """The network's own output ``net(x, t)``, shaped like ``x``."""
+        return self.net(x, t)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Score ``grad_x log p_t(x)``: ``x`` ``[B, *event]``, ``t`` ``[B]`` -> like ``x``."""
+        out = self.net(x, t)
+        scale, std = self.sde.marginal_coeffs(t.to(x.dtype))
+        std = append_dims(std, x.ndim).to(out.dtype)
+        if self.parameterization == "eps":
+            return -out / std
+        if self.parameterization == "x0":
+            return (append_dims(scale, x.ndim).to(out.dtype) * out - x) / (std * std)
+        return out / std if self.scale_by_std else out
+
+    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+        """Noise prediction ``eps = -std(t) score``, shaped like ``x``."""
+        if self.parameterization == "eps":
+            return self.net(x, t)
+        _, std = self.sde.marginal_coeffs(t.to(x.dtype))
+        return -append_dims(std, x.ndim) * self.forward(x, t)
+
+
+def as_score_fn(
+    net: nn.Module, sde: SDE, parameterization: Parameterization = "eps", scale_by_std: bool = False
+) -> NetworkScore:
+    """Shorthand for :class:`NetworkScore` (``net`` predicts noise, score or ``x0``)."""
+    return NetworkScore(net, sde, parameterization, scale_by_std)
+
+
+def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
+    """Tweedie's posterior mean ``E[x_0 | x_t] = (x + std(t)^2 score(x, t)) / scale(t)``.
+
+    Args:
+        x: noisy samples ``[B, *event]`` at times ``t`` ``[B]``.
+
+    Returns:
+        The denoised estimate, shaped like ``x``.
+    """
+    scale, std = sde.marginal_coeffs(t)
+    s = score_fn(x, t)
+    return (x + append_dims(std * std, x.ndim) * s) / append_dims(scale, x.ndim)
+
+

@@ -1,0 +1,7 @@
+"""SDE objects: the abstract :class:`SDE` and the VP, sub-VP and VE SDEs of Song et al. (2021)."""
+
+from .base import SDE, ReverseSDE, ScoreFn
+from .ve import VESDE
+from .vp import SubVPSDE, VPSDE
+
+__all__ = ["SDE", "ReverseSDE", "ScoreFn", "VPSDE", "SubVPSDE", "VESDE"]

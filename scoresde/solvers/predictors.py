@@ -1,0 +1,81 @@
+"""Stochastic predictors on the reverse-time SDE: Euler–Maruyama, reverse diffusion and ancestral."""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from .._utils import append_dims, randn_like
+from .base import SolveContext, Solver
+
+
+class EulerMaruyama(Solver):
+    """Euler–Maruyama on the reverse-time SDE (weak order 1).
+
+    With ``dt = t_next - t < 0`` and ``z ~ N(0, I)``::
+
+        x <- x + [f(x, t) - g(t)^2 score(x, t)] dt + g(t) sqrt(-dt) z
+    """
+
+    name = "euler_maruyama"
+    stochastic = True
+    order = 1.0
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        dt = append_dims(t_next - t, x.ndim)
+        g = append_dims(ctx.sde.diffusion(t), x.ndim)
+        drift = ctx.sde.drift(x, t) - g * g * ctx.score(x, t)
+        z = randn_like(x, ctx.generator)
+        return x + drift * dt + g * (-dt).sqrt() * z
+
+
+class ReverseDiffusion(Solver):
+    """Reverse-diffusion predictor (Song et al. 2021, Algorithm 2's predictor).
+
+    Discretise the forward SDE with its exact one-step kernel ``x_t = a x_s + v z`` (so
+    ``f_i = (a - 1) x`` and ``G_i = v``) and run that discretisation backwards::
+
+        x <- x - f_i + G_i^2 score(x, t) + G_i z
+
+    For VE this is SMLD's ``G_i^2 = sigma_i^2 - sigma_{i-1}^2``; for VP it is DDPM's ``beta_i``.
+    """
+
+    name = "reverse_diffusion"
+    stochastic = True
+    order = 1.0
+    requires_kernel = True
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        a, v = ctx.sde.transition_coeffs(t_next, t)
+        a, G2 = append_dims(a, x.ndim), append_dims(v * v, x.ndim)
+        f = (a - 1) * x
+        z = randn_like(x, ctx.generator)
+        return x - f + G2 * ctx.score(x, t) + G2.sqrt() * z
+
+
+class Ancestral(Solver):
+    """Ancestral sampling: draw ``x_s ~ q(x_s | x_t, x_0 = E[x_0 | x_t])`` (DDPM / SMLD step).
+
+    With the one-step kernel ``x_t | x_s ~ N(a x_s, v^2 I)``, Tweedie's ``x_0`` estimate gives the
+    posterior::
+
+        mean = (x + v^2 score(x, t)) / a
+        var  = v^2 std(s)^2 / std(t)^2
+
+    For VP this is DDPM's ``(x + beta_t score) / sqrt(1 - beta_t)`` with the posterior variance
+    ``beta~_t``; for VE it is SMLD's ``x + (sigma_t^2 - sigma_s^2) score`` with variance
+    ``(sigma_t^2 - sigma_s^2) sigma_s^2 / sigma_t^2``.
+    """
+
+    name = "ancestral"
+    stochastic = True
+    order = 1.0
+    requires_kernel = True
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+        a, v = ctx.sde.transition_coeffs(t_next, t)
+        _, std_t = ctx.sde.marginal_coeffs(t)
+        _, std_s = ctx.sde.marginal_coeffs(t_next)
+        v2 = append_dims(v * v, x.ndim)
+        mean = (x + v2 * ctx.score(x, t)) / append_dims(a, x.ndim)
+        sd = append_dims(v * std_s / std_t, x.ndim)
+        return mean + sd * randn_like(x, ctx.generator)

@@ -1,0 +1,108 @@
+"""The reverse-time SDE integrated by torchsde's ``sdeint`` and its Itô methods."""
+
+from __future__ import annotations
+
+from typing import List, Optional
+
+import torch
+import torchsde
+from torch import Tensor, nn
+
+from .._utils import append_dims, seed_from_generator
+from .base import Callback, SolveContext, Solver
+
+#: Itô methods of torchsde usable with diagonal noise, with their weak orders.
+TORCHSDE_METHODS = {"euler": 1.0, "milstein": 1.0, "srk": 1.0}
+
+
+class _ReverseInForwardTime(nn.Module):
+    """The reverse SDE in the increasing time ``s = T - t`` that torchsde expects.
+
+    ``dx = -[f(x, T - s) - g^2 score(x, T - s)] ds + g(T - s) dw``; the state is flattened to ``[B, D]``.
+    """
+
+    noise_type = "diagonal"
+    sde_type = "ito"
+
+    def __init__(self, ctx: SolveContext, event_shape: torch.Size):
+        super().__init__()
+        self.ctx = ctx
+        self.event_shape = event_shape
+        self.T = ctx.sde.T
+
+    def f(self, s: Tensor, y: Tensor) -> Tensor:
+        x = y.reshape(y.shape[0], *self.event_shape)
+        t = (self.T - s).expand(y.shape[0]).to(y.dtype)
+        g = append_dims(self.ctx.sde.diffusion(t), x.ndim)
+        drift = self.ctx.sde.drift(x, t) - g * g * self.ctx.score(x, t)
+        return -drift.reshape(y.shape)
+
+    def g(self, s: Tensor, y: Tensor) -> Tensor:
+        t = (self.T - s).expand(y.shape[0]).to(y.dtype)
+        return self.ctx.sde.diffusion(t)[:, None].expand_as(y)
+
+
+class TorchSDE(Solver):
+    """Reverse-time SDE through ``torchsde.sdeint`` on a fixed grid of ``steps`` steps.
+
+    Args:
+        method: a torchsde Itô method for diagonal noise: ``"euler"`` (default), ``"milstein"``
+            or ``"srk"``.
+
+    The Brownian motion is a ``torchsde.BrownianInterval`` seeded from the generator, so the
+    same generator seed gives the same samples.
+    """
+
+    name = "torchsde"
+    stochastic = True
+    default_steps = 1000
+
+    def __init__(self, method: str = "euler"):
+        super().__init__()
+        if method not in TORCHSDE_METHODS:
+            raise ValueError(f"unknown torchsde method {method!r}; valid methods: {', '.join(TORCHSDE_METHODS)}")
+        self.method = method
+
+    @property
+    def order(self) -> float:  # type: ignore[override]
+        return TORCHSDE_METHODS[self.method]
+
+    def integrate(
+        self, ctx: SolveContext, x: Tensor, grid: Tensor, record: bool, callback: Optional[Callback]
+    ) -> "tuple[Tensor, Optional[List[Tensor]]]":
+        B, event = x.shape[0], x.shape[1:]
+        T = ctx.sde.T
+        s_grid = T - grid  # increasing from 0 to T - eps
+        y0 = x.reshape(B, -1)
+        bm = torchsde.BrownianInterval(
+            t0=float(s_grid[0]),
+            t1=float(s_grid[-1]),
+            size=y0.shape,
+            dtype=y0.dtype,
+            device=y0.device,
+            entropy=seed_from_generator(ctx.generator),
+            levy_area_approximation="space-time" if self.method == "srk" else "none",
+        )
+        dt = float(s_grid[1] - s_grid[0])
+        s_eval = s_grid if (record or callback is not None) else s_grid[[0, -1]]
+        ys = torchsde.sdeint(
+            _ReverseInForwardTime(ctx, event), y0, s_eval, bm=bm, method=self.method, dt=dt,
+            options={"grad_free": True} if self.method == "milstein" else None,
+        )
+        ys = ys.reshape(ys.shape[0], B, *event)
+        self._check_finite(ys, grid if s_eval.shape[0] == grid.shape[0] else grid[[0, -1]])
+        if callback is not None:
+            for i in range(1, ys.shape[0]):
+                callback(i - 1, grid[i], ys[i])
+        return ys[-1], (list(ys) if record else None)
+
+    def _check_finite(self, ys: Tensor, times: Tensor) -> None:
+        finite = torch.isfinite(ys.reshape(ys.shape[0], -1)).all(dim=1)
+        if not bool(finite.all()):
+            i = int((~finite).nonzero()[0])
+            from ..errors import NonFiniteError
+
+            raise NonFiniteError(
+                f"solver 'torchsde' ({self.method}): non-finite values by t = {float(times[i]):.6g}; "
+                "check the score function or use more steps"
+            )
