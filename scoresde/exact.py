@@ -34,6 +34,8 @@ class Gaussian:
             raise ShapeError(f"need mean [D] and cov [D, D], got {tuple(mean.shape)} and {tuple(cov.shape)}")
         self.mean, self.cov = mean, cov
         self.dim = mean.shape[0]
+        # cov = U diag(lam) U^T: every diffused covariance scale^2 cov + std^2 I shares the eigenbasis U
+        self._lam, self._U = torch.linalg.eigh(cov)
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Draw ``[n, D]`` samples."""
@@ -53,9 +55,15 @@ class Gaussian:
         return torch.distributions.MultivariateNormal(mean, covariance_matrix=cov).log_prob(x)
 
     def score(self, x: Tensor, sde: Optional[SDE] = None, t: Union[Tensor, float] = 0.0) -> Tensor:
-        """``grad_x log p_t(x)``, ``[B, D] -> [B, D]``."""
-        mean, cov = self._moments(x, sde, t)
-        return -torch.linalg.solve(cov, (x - mean).unsqueeze(-1)).squeeze(-1)
+        """``grad_x log p_t(x) = -C_t^{-1} (x - scale m)``, ``[B, D] -> [B, D]``."""
+        U, lam = self._U.to(x), self._lam.to(x)
+        if sde is None:
+            scale, var = torch.ones_like(x[:, 0]), lam.expand(x.shape[0], -1)
+        else:
+            scale, std = sde.marginal_coeffs(as_time(t, x, sde.T))
+            var = scale[:, None] ** 2 * lam + std[:, None] ** 2  # eigenvalues of C_t, [B, D]
+        r = (x - scale[:, None] * self.mean.to(x)) @ U
+        return -(r / var) @ U.T
 
     def score_fn(self, sde: SDE):
         """The exact score function ``(x, t) -> score`` of the diffused data under ``sde``."""
