@@ -1,0 +1,207 @@
+"""Data sets for training: 2-D toy distributions, MNIST-family images and user arrays.
+
+:func:`get_dataset` turns a spec string into a :class:`Dataset` whose ``data`` is a float tensor
+``[N, *event]`` in the model's range. Images with ``levels`` grey levels (``k = 0..levels-1``) are
+mapped to the model range ``[lo, hi]`` (default ``[-1, 1]``) by
+
+    x = lo + (hi - lo) * k / (levels - 1),
+
+so black is ``lo`` and white is ``hi`` (:func:`to_model_range`; inverse :func:`to_levels`). This is
+the map for training inputs and generated samples. Bits per dimension are computed separately with
+uniform dequantisation (the bin of level ``k`` has width ``(hi - lo) / (levels - 1)``), which is the
+likelihood code's business, not the data loader's.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array
+from .mnist import MNIST_DATASETS, MNIST_MD5, SPLITS, load_mnist, read_idx, resolve_mnist_dir
+from .toy import TOY_DATASETS, toy_data, toy_gmm
+
+#: Number of points drawn for a toy data set when ``n`` is not given.
+DEFAULT_TOY_SIZE = 100_000
+#: Seeds of the toy data when no generator is given: different points for each split.
+TOY_SPLIT_SEEDS = {"train": 0, "test": 1}
+
+DEFAULT_RANGE = (-1.0, 1.0)
+
+
+def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, float, float]:
+    levels = int(levels)
+    if levels < 2:
+        raise ValueError(f"levels must be >= 2, got {levels}")
+    lo, hi = (float(v) for v in data_range)
+    if not hi > lo:
+        raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")
+    return levels, lo, hi
+
+
+def to_model_range(
+    x: Tensor, levels: int = 256, data_range: Tuple[float, float] = DEFAULT_RANGE, dtype: torch.dtype = torch.float32
+) -> Tensor:
+    """Map integer levels ``k in {0, ..., levels-1}`` to ``lo + (hi - lo) * k / (levels - 1)``.
+
+    Args:
+        x: integer levels, any shape (an integer tensor, or a float tensor holding whole numbers).
+        levels: number of levels (256 for 8-bit images).
+        data_range: ``(lo, hi)``, the images of levels ``0`` and ``levels - 1``.
+        dtype: floating dtype of the result.
+
+    Returns:
+        Float tensor shaped like ``x`` with values in ``[lo, hi]``.
+
+    Raises:
+        DataError: non-integral values or levels outside ``0..levels-1``.
+    """
+    levels, lo, hi = _check_levels(levels, data_range)
+    if x.is_floating_point():
+        if x.numel() and not bool((x == torch.round(x)).all()):
+            raise DataError("to_model_range expects integer levels; got non-integral values")
+    elif x.dtype == torch.bool or x.is_complex():
+        raise DataError(f"to_model_range expects integer levels, got dtype {x.dtype}")
+    if x.numel() and not (x.dtype == torch.uint8 and levels == 256):
+        x_min, x_max = x.min().item(), x.max().item()
+        if x_min < 0 or x_max > levels - 1:
+            raise DataError(f"levels must lie in [0, {levels - 1}], got values in [{x_min}, {x_max}]")
+    out = x.to(dtype=dtype, copy=True)
+    return out.mul_((hi - lo) / (levels - 1)).add_(lo)  # in place: large image sets stay cheap
+
+
+def to_levels(x: Tensor, levels: int = 256, data_range: Tuple[float, float] = DEFAULT_RANGE) -> Tensor:
+    """Inverse of :func:`to_model_range`: round ``(x - lo) / (hi - lo) * (levels - 1)`` and clip.
+
+    Values outside ``[lo, hi]`` (e.g. generated samples) are clipped to the end levels.
+
+    Returns:
+        Levels shaped like ``x``: ``uint8`` when ``levels <= 256``, else ``int64``.
+    """
+    levels, lo, hi = _check_levels(levels, data_range)
+    k = torch.round((x - lo) / (hi - lo) * (levels - 1)).clamp(0, levels - 1)
+    return k.to(torch.uint8 if levels <= 256 else torch.int64)
+
+
+@dataclass(eq=False)
+class Dataset(torch.utils.data.Dataset):
+    """An in-memory data set in the model's range.
+
+    Attributes:
+        name: the spec it came from (a toy name, ``"mnist"``, ``"fashion-mnist"`` or a file path).
+        data: float tensor ``[N, *event]``.
+        discrete_levels: number of grey levels for quantised data (256 for 8-bit images), else ``None``.
+        data_range: ``(lo, hi)`` the levels were mapped to, for quantised data; else ``None``.
+        labels: int64 ``[N]`` class labels where the source has them, else ``None``.
+
+    Indexing returns ``data[i]`` (``[*event]``); ``len`` is ``N``.
+    """
+
+    name: str
+    data: Tensor
+    discrete_levels: Optional[int] = None
+    data_range: Optional[Tuple[float, float]] = None
+    labels: Optional[Tensor] = None
+
+    @property
+    def event_shape(self) -> Tuple[int, ...]:
+        """Shape of one sample, ``data.shape[1:]``."""
+        return tuple(self.data.shape[1:])
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+    def __getitem__(self, i):
+        return self.data[i]
+
+    def __repr__(self) -> str:
+        return (
+            f"Dataset(name={self.name!r}, n={len(self)}, event_shape={self.event_shape}, "
+            f"discrete_levels={self.discrete_levels})"
+        )
+
+
+def _is_array_path(spec: str) -> bool:
+    return os.path.splitext(spec)[1].lower() in (".npy", ".npz") or os.path.isfile(spec)
+
+
+def get_dataset(
+    spec: str,
+    data_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
+    split: str = "train",
+    n: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+) -> Dataset:
+    """Build a data set from a spec string.
+
+    Args:
+        spec: a toy name (:data:`TOY_DATASETS`), ``"mnist"``, ``"fashion-mnist"``, or the path of a
+            ``.npy`` / ``.npz`` file (see :func:`load_array`).
+        data_dir: where the MNIST-family files are (see :func:`load_mnist`); required for those.
+        split: ``"train"`` or ``"test"``. For toy data it picks the default seed
+            (:data:`TOY_SPLIT_SEEDS`), so the two splits differ; arrays have a single split.
+        n: number of samples: toy data draws ``n`` points (default :data:`DEFAULT_TOY_SIZE`); image and
+            array data keep their first ``n`` samples (default: all).
+        generator: CPU generator for toy data (default: a fresh one seeded from ``split``).
+
+    Returns:
+        A :class:`Dataset`. MNIST images are ``[N, 1, 28, 28]`` in ``[-1, 1]`` with ``discrete_levels=256``;
+        ``uint8`` arrays are treated as 8-bit images the same way; other arrays are used as stored
+        (float32, ``discrete_levels=None``); toy data is ``[n, 2]``.
+
+    Raises:
+        DataError: unknown spec (the message lists the valid ones), missing ``data_dir`` for image
+            sets, ``n`` larger than the data set, or any loader error.
+        ValueError: bad ``split`` or ``n``.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    if n is not None and (int(n) != n or n < 1):
+        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    spec = os.fspath(spec)
+
+    if spec in TOY_DATASETS:
+        if generator is None:
+            generator = torch.Generator().manual_seed(TOY_SPLIT_SEEDS[split])
+        return Dataset(spec, toy_data(spec, DEFAULT_TOY_SIZE if n is None else int(n), generator))
+
+    if spec in MNIST_DATASETS:
+        if data_dir is None:
+            raise DataError(f"{spec} needs data_dir: the folder with its four IDX files (or a parent with a '{spec}' folder)")
+        images, labels = load_mnist(data_dir, split=split, dataset=spec)
+        images, labels = _check_n(images, n, spec), _check_n(labels, n, spec)
+        return Dataset(spec, to_model_range(images), 256, DEFAULT_RANGE, labels)
+
+    if _is_array_path(spec):
+        arr = read_array(spec)
+        if arr.dtype == "uint8":
+            data = to_model_range(torch.from_numpy(arr.copy()))
+            return Dataset(spec, _check_n(data, n, spec), 256, DEFAULT_RANGE)
+        return Dataset(spec, _check_n(array_to_tensor(arr, spec), n, spec))
+
+    raise DataError(
+        f"unknown data set {spec!r}; valid: {', '.join(TOY_DATASETS)}, {', '.join(MNIST_DATASETS)}, "
+        "or a path to a .npy/.npz file"
+    )
+
+
+def _check_n(x: Tensor, n: Optional[int], name: str) -> Tensor:
+    if n is None:
+        return x
+    if n > x.shape[0]:
+        raise DataError(f"{name}: asked for n={n} samples but the data set has {x.shape[0]}")
+    return x[: int(n)]
+
+
+__all__ = [
+    "Dataset", "get_dataset", "to_model_range", "to_levels",
+    "toy_data", "toy_gmm", "TOY_DATASETS",
+    "load_array", "read_array", "NPZ_KEYS",
+    "load_mnist", "read_idx", "resolve_mnist_dir", "MNIST_DATASETS", "MNIST_MD5", "SPLITS",
+    "DEFAULT_TOY_SIZE", "DEFAULT_RANGE",
+]

@@ -1,0 +1,97 @@
+"""Load a data set stored as a NumPy array (``.npy`` or ``.npz``), with validation."""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from typing import Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import DataError
+
+#: Keys looked up, in this order, in an ``.npz`` archive before falling back to its first array.
+NPZ_KEYS = ("x", "data")
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def read_array(path: PathLike) -> np.ndarray:
+    """Read and validate the array of an ``.npy`` / ``.npz`` file, keeping its dtype.
+
+    See :func:`load_array` for the rules; this variant returns the NumPy array unconverted (so a
+    caller can tell ``uint8`` images from real-valued data).
+    """
+    path = os.fspath(path)
+    ext = os.path.splitext(path)[1].lower()
+    if ext not in (".npy", ".npz"):
+        raise DataError(f"{path}: unsupported extension {ext or '(none)'!r}; expected .npy or .npz")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: no such file")
+    with open(path, "rb") as f:
+        head = f.read(6)
+    if ext == ".npy" and head != b"\x93NUMPY":
+        raise DataError(f"{path}: not a NumPy .npy file (bad magic bytes {head!r})")
+    if ext == ".npz" and not head.startswith(b"PK"):
+        raise DataError(f"{path}: not a NumPy .npz file (not a zip archive)")
+    try:
+        if ext == ".npy":
+            arr = np.load(path, allow_pickle=False)
+            key = None
+        else:
+            with np.load(path, allow_pickle=False) as archive:
+                if not archive.files:
+                    raise DataError(f"{path}: the .npz archive holds no arrays")
+                key = next((k for k in NPZ_KEYS if k in archive.files), archive.files[0])
+                arr = archive[key]
+    except DataError:
+        raise
+    except ValueError as e:
+        if "pickle" in str(e).lower():
+            raise DataError(f"{path}: holds pickled Python objects, which are not loaded (allow_pickle=False)") from None
+        raise DataError(f"{path}: not a valid NumPy file ({e})") from None
+    except (OSError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read the file ({e})") from None
+    where = path if key is None else f"{path}[{key!r}]"
+    if arr.dtype.kind not in "iuf":
+        raise DataError(f"{where}: dtype {arr.dtype} is not a real numeric type (need integer or float)")
+    if arr.ndim < 2:
+        raise DataError(f"{where}: need shape [N, *event] with at least one event dimension, got {arr.shape}")
+    if arr.shape[0] < 1 or any(s < 1 for s in arr.shape[1:]):
+        raise DataError(f"{where}: need at least one sample and non-empty event dimensions, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        bad = int(np.count_nonzero(~np.isfinite(arr)))
+        if bad:
+            raise DataError(f"{where}: contains {bad} NaN or infinite values")
+    return arr
+
+
+def load_array(path: PathLike) -> Tensor:
+    """Load a data set ``[N, *event]`` from a ``.npy`` or ``.npz`` file as a float32 tensor.
+
+    An ``.npz`` archive contributes its array named ``"x"`` if present, else the one named
+    ``"data"``, else its first array. Files are read with ``allow_pickle=False``.
+
+    Args:
+        path: file path ending in ``.npy`` or ``.npz``.
+
+    Returns:
+        ``[N, *event]`` float32 tensor (values as stored; no rescaling).
+
+    Raises:
+        DataError: missing file, other extension, unreadable or corrupt file, pickled objects,
+            non-numeric dtype (bool, complex, strings, objects), fewer than two dimensions, no samples
+            or an empty event dimension, NaN or infinite values (or values beyond the float32 range).
+    """
+    return array_to_tensor(read_array(path), path)
+
+
+def array_to_tensor(arr: np.ndarray, path: PathLike = "array") -> Tensor:
+    """Convert a validated array to a float32 tensor, refusing values beyond the float32 range."""
+    with np.errstate(over="ignore"):
+        x = torch.from_numpy(np.ascontiguousarray(arr, dtype=np.float32))
+    if not bool(torch.isfinite(x).all()):
+        raise DataError(f"{os.fspath(path)}: values overflow float32")
+    return x

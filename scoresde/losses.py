@@ -1,0 +1,332 @@
+"""Denoising score matching (DSM) losses for training score networks.
+
+For an SDE with Gaussian kernel ``x_t = scale(t) x_0 + std(t) eps``, ``eps ~ N(0, I)``, the
+weighted DSM objective (Vincent 2011; Song et al. 2021, eq. 7) is
+
+    L(theta) = E_{t ~ U[eps, T]} E_{x_0} E_{eps} [ lambda(t) || s_theta(x_t, t) + eps / std(t) ||^2 ],
+
+since ``grad_{x_t} log p_{0t}(x_t | x_0) = -eps / std(t)``. Writing ``eps_hat = -std(t) s_theta`` (the
+noise prediction every parameterisation of :class:`scoresde.NetworkScore` provides), the same
+quantity is ``lambda(t) / std(t)^2 || eps_hat - eps ||^2``, which is how it is computed here: no
+division by a tiny ``std`` is ever squared.
+
+Weightings ``lambda(t)``:
+
+* ``"std2"``: ``lambda = std(t)^2``, i.e. ``|| eps_hat - eps ||^2``. With an ``eps``-network this is exactly
+  the DDPM loss (Ho et al. 2020, "L_simple"); with a score network on the VE SDE it is the NCSN loss
+  (Song & Ermon 2019) without its factor 1/2.
+* ``"likelihood"``: ``lambda = g(t)^2`` (Song, Durkan, Murray & Ermon 2021), which makes
+  ``(T - eps) / 2 * L`` (with ``reduction="sum"``) part of an upper bound on the negative
+  log-likelihood; see :func:`dsm_loss`. Optionally with importance sampling of ``t``.
+
+Reductions: ``"mean"`` averages over every element (a per-dimension loss), ``"sum"`` sums over the
+event dimensions and averages over the batch, ``"none"`` returns the per-sample sums ``[B]``.
+"""
+
+from __future__ import annotations
+
+import math
+import weakref
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel, randn_like
+from .errors import IncompatibleSDEError, ShapeError
+from .sde.base import SDE
+
+WEIGHTINGS = ("std2", "likelihood")
+REDUCTIONS = ("mean", "sum", "none")
+
+#: Number of geometric grid cells of the importance-sampling table.
+IS_GRID_SIZE = 16384
+
+
+# --------------------------------------------------------------------------- time sampling
+def _uniform(n: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> Tensor:
+    """``n`` draws from ``U[0, 1)`` made on the generator's device (same bits whatever ``device``)."""
+    gen_device = generator.device if generator is not None else device
+    u = torch.rand(n, generator=generator, device=gen_device, dtype=dtype)
+    return u.to(device)
+
+
+class ImportanceSampler:
+    """Draw ``t`` on ``[eps, T]`` with density ``q(t)`` close to ``g(t)^2 / std(t)^2 / Z``.
+
+    The target ``f(t) = g(t)^2 / std(t)^2`` (the likelihood weighting of ``|| eps_hat - eps ||^2``)
+    behaves like ``1/t`` near 0, so the uniform-``t`` estimator of the likelihood-weighted loss has a
+    huge variance; sampling ``t ~ f / Z`` and weighting by ``f(t) / ((T - eps) q(t))`` (nearly the
+    constant ``Z / (T - eps)``) removes it (Song et al. 2021, Sec. 5).
+
+    Construction (once per ``(sde, eps)``, in float64): a geometric grid ``eps = t_0 < ... < t_n = T``;
+    cell masses ``p_i`` from the trapezoidal rule for ``int f(t) dt = int f(t) t d(log t)``; the
+    cumulative masses ``C_i``. Sampling: ``u ~ U[0, 1)``, find the cell ``i`` with ``C_i <= u < C_{i+1}``,
+    and set ``log t = log t_i + (u - C_i) / p_i * (log t_{i+1} - log t_i)``. The density of this scheme
+    is exactly ``q(t) = p_i / (t log(t_{i+1} / t_i))``, so the weights make the estimator exactly
+    unbiased, whatever the grid's quadrature error.
+
+    Args:
+        sde: an SDE with a Gaussian kernel and ``g(t)^2 / std(t)^2`` finite and positive on ``[eps, T]``.
+        eps: lower end of the time interval (``> 0``).
+        n: number of grid cells.
+    """
+
+    def __init__(self, sde: SDE, eps: float, n: int = IS_GRID_SIZE):
+        if not 0 < eps < sde.T:
+            raise ValueError(f"importance sampling needs 0 < eps < T = {sde.T}, got eps={eps}")
+        self.sde, self.eps, self.T = sde, float(eps), float(sde.T)
+        log_t = torch.linspace(math.log(self.eps), math.log(self.T), n + 1, dtype=torch.float64)
+        t = log_t.exp()
+        f = _likelihood_factor(sde, t)  # g^2 / std^2, [n + 1]
+        if not bool(torch.isfinite(f).all()) or bool((f <= 0).any()):
+            raise IncompatibleSDEError(
+                f"importance sampling needs g(t)^2/std(t)^2 finite and positive on [{eps}, {sde.T}] for {sde!r}"
+            )
+        h = f * t  # integrand in log t
+        d_log = log_t[1:] - log_t[:-1]  # [n]
+        mass = 0.5 * (h[:-1] + h[1:]) * d_log  # [n], trapezoidal rule per cell
+        self.Z = float(mass.sum())  # ~ int_eps^T g^2 / std^2 dt
+        self._tables: Dict[Tuple[str, torch.dtype], Tuple[Tensor, Tensor, Tensor, Tensor]] = {}
+        p = mass / mass.sum()  # cell probabilities p_i
+        cdf = torch.cat([torch.zeros(1, dtype=torch.float64), p.cumsum(0)])  # C_0 = 0, ..., C_n = 1
+        self._cpu = (log_t, d_log, p, cdf)
+
+    def _table(self, device: torch.device) -> Tuple[Tensor, Tensor, Tensor, Tensor]:
+        dtype = torch.float32 if torch.device(device).type == "mps" else torch.float64
+        key = (str(device), dtype)
+        if key not in self._tables:
+            self._tables[key] = tuple(a.to(device=device, dtype=dtype) for a in self._cpu)
+        return self._tables[key]
+
+    def sample(
+        self, n: int, generator: Optional[torch.Generator] = None, device: Union[str, torch.device] = "cpu",
+        dtype: torch.dtype = torch.float32,
+    ) -> Tuple[Tensor, Tensor]:
+        """Draw ``n`` times and their importance weights.
+
+        Returns:
+            ``(t, w)``, each ``[n]`` in ``dtype`` on ``device``: ``t ~ q`` and
+            ``w = f(t) / ((T - eps) q(t))``, so ``E_q[w(t) h(t)] = E_{U[eps, T]}[f(t) h(t)]`` for any ``h``.
+        """
+        log_t, d_log, p, cdf = self._table(torch.device(device))
+        u = _uniform(n, generator, torch.device(device), log_t.dtype)
+        i = (torch.searchsorted(cdf, u, right=True) - 1).clamp(0, p.shape[0] - 1)  # cell index
+        v = ((u - cdf[i]) / p[i]).clamp(0.0, 1.0)  # position inside the cell, in [0, 1]
+        t = torch.exp(log_t[i] + v * d_log[i]).clamp(self.eps, self.T).to(dtype)  # t ~ q
+        t_hi = t.to(log_t.dtype)
+        q = p[i] / (t_hi * d_log[i])  # exact density of the scheme at t
+        w = _likelihood_factor(self.sde, t_hi) / ((self.T - self.eps) * q)
+        return t, w.to(dtype)
+
+
+_IS_CACHE: "weakref.WeakKeyDictionary[SDE, Dict[Tuple[float, int], ImportanceSampler]]" = weakref.WeakKeyDictionary()
+
+
+def importance_sampler(sde: SDE, eps: float, n: int = IS_GRID_SIZE) -> ImportanceSampler:
+    """The :class:`ImportanceSampler` of ``(sde, eps)``, built once and cached (weakly, per SDE object)."""
+    per_sde = _IS_CACHE.setdefault(sde, {})
+    key = (float(eps), int(n))
+    if key not in per_sde:
+        per_sde[key] = ImportanceSampler(sde, eps, n)
+    return per_sde[key]
+
+
+def _likelihood_factor(sde: SDE, t: Tensor) -> Tensor:
+    """``g(t)^2 / std(t)^2``, shape ``[B]``: the likelihood weight of ``|| eps_hat - eps ||^2``."""
+    _, std = sde.marginal_coeffs(t)
+    g = sde.diffusion(t)
+    return (g / std) ** 2
+
+
+# --------------------------------------------------------------------------- the loss
+def _check_options(sde: SDE, weighting: str, importance_sampling: bool, eps: float, reduction: str) -> None:
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if not sde.has_kernel:
+        raise IncompatibleSDEError(f"denoising score matching needs an SDE with a Gaussian kernel; {type(sde).__name__} has none")
+    if not (0.0 <= float(eps) < sde.T):
+        raise ValueError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
+    if weighting == "likelihood" and not eps > 0:
+        raise ValueError("likelihood weighting needs eps > 0 (g^2/std^2 is not integrable at t = 0)")
+    if importance_sampling and weighting != "likelihood":
+        raise ValueError("importance_sampling applies to weighting='likelihood' only")
+
+
+def _predict_eps(model: Any, x_t: Tensor, t: Tensor, std: Tensor) -> Tensor:
+    """Noise prediction ``eps_hat = -std(t) s(x_t, t)`` from a NetworkScore (or any score function)."""
+    if hasattr(model, "eps"):
+        out = model.eps(x_t, t)
+    else:
+        out = -append_dims(std, x_t.ndim) * model(x_t, t)
+    if out.shape != x_t.shape:
+        raise ShapeError(f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x_t.shape)}")
+    return out
+
+
+def dsm_loss(
+    sde: SDE,
+    model: Any,
+    x0: Tensor,
+    *,
+    weighting: str = "std2",
+    importance_sampling: bool = False,
+    eps: float = 1e-5,
+    reduction: str = "mean",
+    generator: Optional[torch.Generator] = None,
+    t: Optional[Tensor] = None,
+    noise: Optional[Tensor] = None,
+) -> Tensor:
+    """Weighted denoising score matching loss, a Monte-Carlo estimate over one batch.
+
+    ``L = E_t E_{x0} E_eps [ lambda(t) || s_theta(x_t, t) + eps / std(t) ||^2 ]`` with
+    ``x_t = scale(t) x0 + std(t) eps``, computed as ``lambda(t) / std(t)^2 || eps_hat - eps ||^2``.
+
+    Args:
+        sde: an SDE with a Gaussian kernel (``marginal_coeffs``).
+        model: a :class:`scoresde.NetworkScore` (any parameterisation; its ``eps`` method gives the
+            noise prediction), or any score function ``score_fn(x, t)``.
+        x0: clean data ``[B, *event]``.
+        weighting: ``"std2"`` (``lambda = std^2``: the DDPM eps-loss / NCSN loss) or ``"likelihood"``
+            (``lambda = g^2``).
+        importance_sampling: with likelihood weighting, draw ``t`` from ``q(t) ~ g^2 / std^2`` on
+            ``[eps, T]`` (see :class:`ImportanceSampler`) and reweight so the expectation is unchanged.
+        eps: smallest time; ``t ~ U[eps, T]``.
+        reduction: ``"mean"`` (average over all elements), ``"sum"`` (sum over event dims, average over
+            the batch) or ``"none"`` (per-sample sums over event dims, shape ``[B]``).
+        generator: source of ``t`` and noise.
+        t: times ``[B]`` to use instead of random ones (not with importance sampling).
+        noise: the ``eps`` ``[B, *event]`` to use instead of random noise.
+
+    Returns:
+        A scalar (``[B]`` for ``reduction="none"``).
+
+    With ``weighting="likelihood"`` and ``reduction="sum"`` the expectation of the loss relates to the
+    negative log-likelihood of Song et al. (2021, Thm. 1) as, for ``x ~ p_eps`` and ``D`` event elements,
+
+        -E log p_theta(x) <= -E log pi(x_T) + (T - eps) / 2 * E[loss] - D / 2 * log(std(T)^2 / std(eps)^2)
+
+    for SDEs with linear drift (the last term is ``1/2 int_eps^T E[g^2 ||grad log p_0t||^2 + 2 div f] dt``).
+    """
+    _check_options(sde, weighting, importance_sampling, eps, reduction)
+    check_batch(x0, "x0")
+    B = x0.shape[0]
+    if t is None:
+        if importance_sampling:
+            t, is_weight = importance_sampler(sde, eps).sample(B, generator, x0.device, x0.dtype)
+        else:
+            t = eps + (sde.T - eps) * _uniform(B, generator, x0.device, x0.dtype)  # t ~ U[eps, T]
+    else:
+        if importance_sampling:
+            raise ValueError("t cannot be given together with importance_sampling=True (the sampler draws t)")
+        t = as_time(t, x0, sde.T)
+    if noise is None:
+        noise = randn_like(x0, generator)  # eps ~ N(0, I)
+    elif noise.shape != x0.shape:
+        raise ShapeError(f"noise must be shaped like x0 {tuple(x0.shape)}, got {tuple(noise.shape)}")
+    else:
+        noise = noise.to(x0)
+
+    scale, std = sde.marginal_coeffs(t)  # [B] each
+    x_t = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise  # x_t ~ p_0t(. | x0)
+    eps_hat = _predict_eps(model, x_t, t, std)  # -std * s_theta(x_t, t)
+    err = batch_sum((eps_hat - noise) ** 2)  # ||eps_hat - eps||^2 = std^2 ||s_theta + eps/std||^2, [B]
+
+    if weighting == "likelihood":
+        # lambda / std^2 = g^2 / std^2; under importance sampling the weight is f(t) / ((T - eps) q(t))
+        w = is_weight if importance_sampling else _likelihood_factor(sde, t)
+        err = w.to(err.dtype) * err
+
+    if reduction == "none":
+        return err
+    if reduction == "sum":
+        return err.mean()
+    return err.mean() / event_numel(x0)
+
+
+def ddpm_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
+    """The DDPM loss ``E || eps_theta(x_t, t) - eps ||^2`` (Ho et al. 2020), per dimension by default.
+
+    :func:`dsm_loss` with ``weighting="std2"`` for a network that predicts noise
+    (``parameterization="eps"``); usually with :class:`scoresde.VPSDE`. Keyword arguments are passed
+    on (``eps``, ``reduction``, ``generator``, ``t``, ``noise``).
+
+    Raises:
+        ValueError: if ``model`` is not an ``eps``-parameterised network or a weighting is given.
+    """
+    if getattr(model, "parameterization", None) != "eps":
+        raise ValueError("ddpm_loss needs a NetworkScore with parameterization='eps'")
+    if kwargs.pop("weighting", "std2") != "std2" or kwargs.pop("importance_sampling", False):
+        raise ValueError("ddpm_loss uses weighting='std2' without importance sampling; call dsm_loss for others")
+    return dsm_loss(sde, model, x0, weighting="std2", **kwargs)
+
+
+def ncsn_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
+    """The NCSN loss ``E sigma^2 || s_theta(x_t, sigma) + (x_t - x0) / sigma^2 ||^2`` (Song & Ermon 2019).
+
+    :func:`dsm_loss` with ``weighting="std2"`` for a network that predicts the score
+    (``parameterization="score"``); usually with :class:`scoresde.VESDE`, where ``x_t = x0 + sigma eps``
+    and ``(x_t - x0) / sigma^2 = eps / sigma``. This is twice the loss as written by Song & Ermon
+    (no factor 1/2). Keyword arguments are passed on.
+
+    Raises:
+        ValueError: if ``model`` is not a ``score``-parameterised network or a weighting is given.
+    """
+    if getattr(model, "parameterization", None) != "score":
+        raise ValueError("ncsn_loss needs a NetworkScore with parameterization='score'")
+    if kwargs.pop("weighting", "std2") != "std2" or kwargs.pop("importance_sampling", False):
+        raise ValueError("ncsn_loss uses weighting='std2' without importance sampling; call dsm_loss for others")
+    return dsm_loss(sde, model, x0, weighting="std2", **kwargs)
+
+
+class DSMLoss:
+    """A denoising score matching loss with fixed options: ``loss_fn(model, x0, generator) -> scalar``.
+
+    Args:
+        sde: the SDE whose kernel perturbs the data.
+        weighting: ``"std2"`` or ``"likelihood"`` (see :func:`dsm_loss`).
+        importance_sampling: importance-sample ``t`` (likelihood weighting only).
+        eps: smallest training time.
+        reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+
+    Options are validated, and the importance-sampling table built, at construction. ``config``
+    holds the options as plain values (for checkpoints and logs).
+    """
+
+    def __init__(
+        self, sde: SDE, weighting: str = "std2", importance_sampling: bool = False, eps: float = 1e-5,
+        reduction: str = "mean",
+    ):
+        _check_options(sde, weighting, importance_sampling, eps, reduction)
+        self.sde = sde
+        self.weighting, self.importance_sampling = weighting, bool(importance_sampling)
+        self.eps, self.reduction = float(eps), reduction
+        if self.importance_sampling:
+            importance_sampler(sde, self.eps)  # build (and cache) the table now
+
+    @property
+    def config(self) -> Dict[str, Any]:
+        """The options as a dict (without the SDE)."""
+        return dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
+
+    def __call__(
+        self, model: Any, x0: Tensor, generator: Optional[torch.Generator] = None, *,
+        t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
+    ) -> Tensor:
+        """Loss of ``model`` on the batch ``x0`` ``[B, *event]``: a scalar (``[B]`` for ``reduction="none"``)."""
+        return dsm_loss(
+            self.sde, model, x0, weighting=self.weighting, importance_sampling=self.importance_sampling,
+            eps=self.eps, reduction=self.reduction, generator=generator, t=t, noise=noise,
+        )
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self.config.items())
+        return f"DSMLoss({self.sde!r}, {opts})"
+
+
+__all__ = [
+    "dsm_loss", "ddpm_loss", "ncsn_loss", "DSMLoss", "ImportanceSampler", "importance_sampler",
+    "WEIGHTINGS", "REDUCTIONS",
+]

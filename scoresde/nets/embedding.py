@@ -1,0 +1,107 @@
+"""Time embeddings: map diffusion times ``t`` ``[B]`` to feature vectors ``[B, embed_dim]``.
+
+Two standard choices:
+
+* :class:`GaussianFourierEmbedding` (NCSN++, Song et al. 2021): ``[sin(2 pi W t), cos(2 pi W t)]`` with
+  fixed random frequencies ``W ~ N(0, scale^2)``. Suits continuous times in ``[0, 1]``.
+* :class:`SinusoidalEmbedding` (the "positional" embedding of the Transformer, used by DDPM):
+  geometric frequencies ``1 / max_period^(k / half)`` applied to ``time_scale * t`` (by default
+  ``1000 t``, i.e. the DDPM step index when ``t`` runs over ``[0, 1]``).
+
+Both are deterministic: the Fourier frequencies come from a private generator seeded by ``seed``
+(and are saved as a buffer), so the same constructor arguments always give the same embedding.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import ShapeError
+
+
+def _check_embed_dim(embed_dim: int) -> int:
+    embed_dim = int(embed_dim)
+    if embed_dim < 2 or embed_dim % 2:
+        raise ValueError(f"embed_dim must be an even integer >= 2 (half sines, half cosines), got {embed_dim}")
+    return embed_dim
+
+
+def _check_t(t: Tensor) -> Tensor:
+    if t.ndim == 0:
+        t = t.reshape(1)
+    if t.ndim != 1:
+        raise ShapeError(f"t must have shape [B], got {tuple(t.shape)}")
+    return t
+
+
+class GaussianFourierEmbedding(nn.Module):
+    """Random Fourier features of the time: ``[sin(2 pi W t), cos(2 pi W t)]``.
+
+    Args:
+        embed_dim: output size (even); ``embed_dim // 2`` frequencies.
+        scale: standard deviation of the frequencies ``W ~ N(0, scale^2)``. Larger values resolve
+            finer time detail; 16 suits ``t`` in ``[0, 1]``.
+        seed: seed of the private generator that draws ``W`` (the global RNG is untouched).
+
+    Shapes: ``t`` ``[B]`` -> ``[B, embed_dim]``. The frequencies are a fixed (non-trainable) buffer.
+    """
+
+    def __init__(self, embed_dim: int, scale: float = 16.0, seed: int = 0):
+        super().__init__()
+        self.embed_dim = _check_embed_dim(embed_dim)
+        if not (math.isfinite(scale) and scale > 0):
+            raise ValueError(f"scale must be a positive finite number, got {scale}")
+        self.scale = float(scale)
+        gen = torch.Generator().manual_seed(int(seed))
+        self.register_buffer("W", torch.randn(self.embed_dim // 2, generator=gen) * self.scale)
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Embed times ``t`` ``[B]`` as ``[B, embed_dim]`` (first half sines, second half cosines)."""
+        t = _check_t(t)
+        phase = 2 * math.pi * t[:, None].to(self.W.dtype) * self.W[None, :]  # [B, embed_dim / 2]
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, scale={self.scale}"
+
+
+class SinusoidalEmbedding(nn.Module):
+    """Sinusoidal ("positional") embedding of ``time_scale * t`` with geometric frequencies.
+
+    Frequencies are ``omega_k = max_period^(-k / half)`` for ``k = 0..half-1`` (``half = embed_dim // 2``),
+    and the output is ``[sin(omega s), cos(omega s)]`` with ``s = time_scale * t``.
+
+    Args:
+        embed_dim: output size (even).
+        time_scale: factor applied to ``t`` first; 1000 maps ``t in [0, 1]`` to the DDPM step range.
+        max_period: the slowest period.
+
+    Shapes: ``t`` ``[B]`` -> ``[B, embed_dim]``.
+    """
+
+    def __init__(self, embed_dim: int, time_scale: float = 1000.0, max_period: float = 10000.0):
+        super().__init__()
+        self.embed_dim = _check_embed_dim(embed_dim)
+        if not (time_scale > 0 and max_period > 1):
+            raise ValueError(f"need time_scale > 0 and max_period > 1, got {time_scale}, {max_period}")
+        self.time_scale = float(time_scale)
+        self.max_period = float(max_period)
+        half = self.embed_dim // 2
+        freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float32) / half)
+        self.register_buffer("freqs", freqs)
+
+    def forward(self, t: Tensor) -> Tensor:
+        """Embed times ``t`` ``[B]`` as ``[B, embed_dim]`` (first half sines, second half cosines)."""
+        t = _check_t(t)
+        phase = self.time_scale * t[:, None].to(self.freqs.dtype) * self.freqs[None, :]  # [B, embed_dim / 2]
+        return torch.cat([torch.sin(phase), torch.cos(phase)], dim=1)
+
+    def extra_repr(self) -> str:
+        return f"embed_dim={self.embed_dim}, time_scale={self.time_scale}, max_period={self.max_period}"
+
+
+#: Name -> time-embedding class, as selected by ``UNet(embed=...)``.
+EMBEDDINGS = {"fourier": GaussianFourierEmbedding, "positional": SinusoidalEmbedding}

@@ -1,0 +1,86 @@
+"""A time-conditioned residual MLP for low-dimensional data (toy 2-D sets, small vectors)."""
+
+from __future__ import annotations
+
+from typing import Any, Dict
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._utils import as_time, check_batch
+from ..errors import ShapeError
+from .embedding import GaussianFourierEmbedding
+
+
+class _ResidualLayer(nn.Module):
+    """``h + W2 silu(W1 silu(h) + A temb)``: one time-conditioned residual layer, ``[B, H] -> [B, H]``."""
+
+    def __init__(self, hidden: int, temb_dim: int):
+        super().__init__()
+        self.fc1 = nn.Linear(hidden, hidden)
+        self.temb_proj = nn.Linear(temb_dim, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+
+    def forward(self, h: Tensor, temb: Tensor) -> Tensor:
+        u = self.fc1(F.silu(h)) + self.temb_proj(temb)
+        return h + self.fc2(F.silu(u))
+
+
+class MLP(nn.Module):
+    """Residual MLP ``net(x, t)`` with a Gaussian-Fourier time embedding and SiLU activations.
+
+    Architecture: ``t -> GaussianFourierEmbedding(embed_dim, fourier_scale) -> Linear -> SiLU -> Linear``
+    gives the time features; ``x`` (flattened) is lifted by a linear layer to ``hidden`` units,
+    passes ``depth`` residual layers ``h <- h + W2 silu(W1 silu(h) + A temb)`` and is projected back
+    by ``Linear(hidden, dim)`` after a final SiLU.
+
+    Args:
+        dim: number of elements of one sample (``D`` for vectors, ``prod(event)`` in general).
+        hidden: width of the hidden layers.
+        depth: number of time-conditioned residual layers.
+        embed_dim: size of the Fourier time embedding (even).
+        fourier_scale: standard deviation of the Fourier frequencies.
+
+    Shapes: ``x`` ``[B, D]`` (or any ``[B, *event]`` with ``prod(event) == dim``, flattened and
+    reshaped back) and ``t`` ``[B]`` -> shaped like ``x``.
+
+    ``self.config`` holds the constructor arguments, so ``MLP(**net.config)`` (or
+    :func:`scoresde.nets.build_network`) rebuilds the same architecture.
+    """
+
+    kind = "mlp"
+
+    def __init__(self, dim: int, hidden: int = 256, depth: int = 3, embed_dim: int = 128, fourier_scale: float = 16.0):
+        super().__init__()
+        for name, v in (("dim", dim), ("hidden", hidden), ("embed_dim", embed_dim)):
+            if int(v) < 1:
+                raise ValueError(f"{name} must be a positive integer, got {v}")
+        if int(depth) < 0:
+            raise ValueError(f"depth must be >= 0, got {depth}")
+        self.config: Dict[str, Any] = dict(
+            dim=int(dim), hidden=int(hidden), depth=int(depth), embed_dim=int(embed_dim), fourier_scale=float(fourier_scale)
+        )
+        self.dim = int(dim)
+        hidden = int(hidden)
+        self.time_embed = nn.Sequential(
+            GaussianFourierEmbedding(int(embed_dim), float(fourier_scale)),
+            nn.Linear(int(embed_dim), hidden),
+            nn.SiLU(),
+            nn.Linear(hidden, hidden),
+        )
+        self.input = nn.Linear(self.dim, hidden)
+        self.layers = nn.ModuleList([_ResidualLayer(hidden, hidden) for _ in range(int(depth))])
+        self.output = nn.Linear(hidden, self.dim)
+
+    def forward(self, x: Tensor, t: Tensor) -> Tensor:
+        """Evaluate the network: ``x`` ``[B, *event]``, ``t`` ``[B]`` -> shaped like ``x``."""
+        check_batch(x, "x")
+        h = x.reshape(x.shape[0], -1)
+        if h.shape[1] != self.dim:
+            raise ShapeError(f"MLP built for dim={self.dim} got x of shape {tuple(x.shape)} ({h.shape[1]} elements per sample)")
+        t = as_time(t, x, check_range=False)
+        temb = self.time_embed(t)  # [B, hidden]
+        h = self.input(h)
+        for layer in self.layers:
+            h = layer(h, temb)
+        return self.output(F.silu(h)).reshape(x.shape)
