@@ -64,9 +64,12 @@ class ProbabilityFlowODE(Solver):
         B, ndim = x.shape[0], x.ndim
         first_bad_t = torch.full((), float("nan"), device=x.device, dtype=x.dtype)
 
+        t_lo, t_hi = grid[-1], grid[0]
+
         def velocity(t: Tensor, y: Tensor) -> Tensor:
             nonlocal first_bad_t
-            tb = t.expand(B)
+            # torchdiffeq's first-step guess may probe just outside [eps, T]; keep the SDE inside it
+            tb = t.to(y.dtype).clamp(t_lo, t_hi).expand(B)
             g = append_dims(sde.diffusion(tb), ndim)
             v = sde.drift(y, tb) - 0.5 * g * g * score(y, tb)
             bad = ~torch.isfinite(v).all() & torch.isnan(first_bad_t)
