@@ -12,6 +12,7 @@ from .errors import (
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, ReverseSDE, SubVPSDE, VESDE, VPSDE
 from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
+from .likelihood import LikelihoodResult, BitsPerDimResult, log_likelihood, bits_per_dim
 
 __version__ = "0.1.0"
 
@@ -21,4 +22,5 @@ __all__ = [
     "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
+    "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
 ]
