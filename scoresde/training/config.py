@@ -1,0 +1,269 @@
+"""The training configuration: one dataclass holding every option, JSON round-trippable.
+
+Options left at ``None`` are *automatic*: :meth:`TrainConfig.resolve` fills them from the data
+(vector data gets an MLP and toy-sized hyper-parameters, images a U-Net and image-sized ones), so
+``TrainConfig(data="moons")`` is a complete, sensible configuration. The resolved configuration
+is what a checkpoint stores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from ..errors import ScoreSDEError
+
+SDE_NAMES = ("vp", "subvp", "ve")
+NET_KINDS = ("auto", "mlp", "unet")
+WEIGHTINGS = ("std2", "likelihood")
+PRECISIONS = ("fp32", "bf16")
+LR_SCHEDULES = ("constant", "cosine")
+PARAMETERIZATIONS = ("eps", "score", "x0")
+
+#: Fields that define the model, the data stream or the objective. A run can only be resumed
+#: with the same values (everything else, e.g. ``steps``, ``lr`` or ``device``, may change).
+STRUCTURAL_FIELDS = (
+    "data", "n_train", "sde", "sde_kwargs", "net", "net_kwargs", "parameterization", "weighting",
+    "importance_sampling", "loss_eps", "batch_size", "seed", "event_shape",
+)
+
+# Defaults for vector (toy) data and for images; see TrainConfig.resolve.
+_VECTOR_DEFAULTS = dict(steps=5000, batch_size=256, lr=2e-3, warmup=100, ema_decay=0.999, checkpoint_every=1000)
+_IMAGE_DEFAULTS = dict(steps=20000, batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=2000)
+
+
+class ConfigError(ScoreSDEError, ValueError):
+    """An invalid training option (unknown name, out-of-range value, incompatible combination)."""
+
+
+@dataclass
+class TrainConfig:
+    """Every option of a training run.
+
+    Attributes:
+        data: a toy set name (``"moons"``, ``"swiss_roll"``, ``"checkerboard"``, ``"rings"``,
+            ``"gmm"``), ``"mnist"``, ``"fashion-mnist"`` or a path to a ``.npy``/``.npz`` file of
+            shape ``[N, *event]``.
+        data_dir: directory holding the real datasets (``None``: the data module's default).
+        n_train: number of training examples: toy sets draw this many points, images and arrays
+            keep their first ``n_train`` examples (``None``: the data module's default / all).
+        sde: ``"vp"``, ``"subvp"`` or ``"ve"``.
+        sde_kwargs: keyword arguments of the SDE (``beta_min``/``beta_max`` or
+            ``sigma_min``/``sigma_max``). For ``"ve"`` without ``sigma_max``, it is set to the
+            largest pairwise distance in the training data (Song & Ermon 2020, technique 1).
+        net: ``"auto"`` (MLP for vectors, U-Net for images), ``"mlp"`` or ``"unet"``.
+        net_kwargs: keyword arguments of the network; resolved to the network's full ``config``.
+        parameterization: what the network predicts: ``"eps"``, ``"score"`` or ``"x0"``.
+        weighting: DSM weighting ``lambda(t)``: ``"std2"`` (``std(t)^2``) or ``"likelihood"`` (``g(t)^2``).
+        importance_sampling: sample ``t`` proportionally to the likelihood weighting.
+        loss_eps: smallest training time.
+        steps: number of optimizer steps in total (a resumed run continues up to it).
+        batch_size: global batch size (split evenly across processes under DDP).
+        lr: peak learning rate of AdamW.
+        weight_decay: AdamW's decoupled weight decay (0: plain Adam).
+        warmup: linear learning-rate warm-up steps.
+        lr_schedule: ``"constant"`` after warm-up, or ``"cosine"`` decay to zero at ``steps``.
+        grad_clip: clip the global gradient norm to this value (``0``: no clipping).
+        ema_decay: decay of the exponential moving average of the weights.
+        seed: seed of initialisation, data order and training noise.
+        device: ``"auto"`` (CUDA when available), ``"cpu"``, ``"cuda"`` or ``"cuda:N"``.
+        out: output directory (checkpoint, log, figures).
+        checkpoint_every: write ``latest.pt`` every this many steps (and always at the end).
+        sample_every: write a sample figure every this many steps (``0``: only at the end;
+            ``-1``: never).
+        log_every: append a line to ``log.jsonl`` every this many steps.
+        precision: ``"fp32"`` or ``"bf16"`` (autocast of the forward pass).
+        compile: run the training forward pass through ``torch.compile``.
+        event_shape: shape of one example; filled in from the data.
+        discrete_levels: number of quantisation levels of the data (256 for 8-bit images) or ``None``.
+        data_range: for quantised data, ``[lo, hi]``: level ``k`` sits at ``lo + (hi - lo) k / (levels - 1)``.
+    """
+
+    data: str = "moons"
+    data_dir: Optional[str] = None
+    n_train: Optional[int] = None
+    sde: str = "vp"
+    sde_kwargs: Dict[str, float] = field(default_factory=dict)
+    net: str = "auto"
+    net_kwargs: Dict[str, Any] = field(default_factory=dict)
+    parameterization: str = "eps"
+    weighting: str = "std2"
+    importance_sampling: bool = False
+    loss_eps: float = 1e-5
+    steps: Optional[int] = None
+    batch_size: Optional[int] = None
+    lr: Optional[float] = None
+    weight_decay: float = 0.0
+    warmup: Optional[int] = None
+    lr_schedule: str = "constant"
+    grad_clip: float = 1.0
+    ema_decay: Optional[float] = None
+    seed: int = 0
+    device: str = "auto"
+    out: str = "run"
+    checkpoint_every: Optional[int] = None
+    sample_every: Optional[int] = None
+    log_every: int = 100
+    precision: str = "fp32"
+    compile: bool = False
+    event_shape: Optional[List[int]] = None
+    discrete_levels: Optional[int] = None
+    data_range: Optional[List[float]] = None
+
+    # ------------------------------------------------------------------ (de)serialisation
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able dict of every field."""
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def to_json(self) -> str:
+        """The configuration as a JSON string (what a checkpoint stores)."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: Dict[str, Any]) -> "TrainConfig":
+        """Build a configuration from a dict; unknown keys raise :class:`ConfigError`."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training configuration must be a dict, got {type(d).__name__}")
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ConfigError(f"unknown training options {unknown}; valid options: {', '.join(sorted(names))}")
+        return cls(**d)
+
+    @classmethod
+    def from_json(cls, s: str) -> "TrainConfig":
+        """Inverse of :meth:`to_json`."""
+        try:
+            d = json.loads(s)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"the stored training configuration is not valid JSON: {e}") from None
+        return cls.from_dict(d)
+
+    def replace(self, **changes: Any) -> "TrainConfig":
+        """A copy with some fields changed."""
+        return dataclasses.replace(self, **changes)
+
+    # ------------------------------------------------------------------ validation
+    def validate(self) -> "TrainConfig":
+        """Check every given option; raise :class:`ConfigError` with a precise message. Returns ``self``."""
+        _choice("sde", self.sde, SDE_NAMES)
+        _choice("net", self.net, NET_KINDS)
+        _choice("weighting", self.weighting, WEIGHTINGS)
+        _choice("precision", self.precision, PRECISIONS)
+        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        if not isinstance(self.data, str) or not self.data:
+            raise ConfigError("data must be a dataset name or a path to a .npy/.npz file")
+        for name in ("steps", "batch_size", "n_train"):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 1):
+                raise ConfigError(f"{name} must be a positive integer, got {v!r}")
+        for name in ("warmup",):
+            v = getattr(self, name)
+            if v is not None and (not _is_int(v) or v < 0):
+                raise ConfigError(f"{name} must be a non-negative integer, got {v!r}")
+        if not _is_int(self.log_every) or self.log_every < 1:
+            raise ConfigError(f"log_every must be a positive integer, got {self.log_every!r}")
+        if self.checkpoint_every is not None and (not _is_int(self.checkpoint_every) or self.checkpoint_every < 1):
+            raise ConfigError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
+        if self.sample_every is not None and (not _is_int(self.sample_every) or self.sample_every < -1):
+            raise ConfigError(f"sample_every must be a positive integer, 0 (only at the end) or -1 (never), got {self.sample_every!r}")
+        if not _is_int(self.seed) or self.seed < 0:
+            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.lr is not None and not (_is_finite_number(self.lr) and self.lr > 0):
+            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
+        if not (_is_finite_number(self.weight_decay) and self.weight_decay >= 0):
+            raise ConfigError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
+        if not (_is_finite_number(self.grad_clip) and self.grad_clip >= 0):
+            raise ConfigError(f"grad_clip must be a non-negative number (0 disables clipping), got {self.grad_clip!r}")
+        if self.ema_decay is not None and not (_is_finite_number(self.ema_decay) and 0 <= self.ema_decay < 1):
+            raise ConfigError(f"ema_decay must lie in [0, 1), got {self.ema_decay!r}")
+        if not (_is_finite_number(self.loss_eps) and 0 < self.loss_eps < 1):
+            raise ConfigError(f"loss_eps must lie in (0, 1), got {self.loss_eps!r}")
+        if not isinstance(self.sde_kwargs, dict) or not isinstance(self.net_kwargs, dict):
+            raise ConfigError("sde_kwargs and net_kwargs must be dicts")
+        if self.importance_sampling and self.weighting != "likelihood":
+            raise ConfigError("importance_sampling=True needs weighting='likelihood'")
+        if not isinstance(self.device, str) or not (
+            self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
+        ):
+            raise ConfigError(f"device must be 'auto', 'cpu', 'cuda' or 'cuda:N', got {self.device!r}")
+        return self
+
+    # ------------------------------------------------------------------ automatic values
+    def resolve(
+        self,
+        event_shape: Sequence[int],
+        discrete_levels: Optional[int] = None,
+        data_range: Optional[Sequence[float]] = None,
+    ) -> "TrainConfig":
+        """Fill every automatic (``None``) option for data of ``event_shape``; returns a new config.
+
+        Vector data (``event_shape = [D]``) gets an MLP and ``steps=5000, batch_size=256,
+        lr=2e-3, warmup=100, ema_decay=0.999``; images (``[C, H, W]``) get a U-Net and
+        ``steps=20000, batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9999``.
+        ``sample_every`` defaults to ``checkpoint_every``. Data paths become absolute.
+        """
+        self.validate()
+        event_shape = [int(s) for s in event_shape]
+        is_image = len(event_shape) == 3
+        defaults = _IMAGE_DEFAULTS if is_image else _VECTOR_DEFAULTS
+        changes: Dict[str, Any] = {
+            "event_shape": event_shape,
+            "discrete_levels": None if discrete_levels is None else int(discrete_levels),
+            "data_range": None if data_range is None else [float(v) for v in data_range],
+        }
+        for name, value in defaults.items():
+            if getattr(self, name) is None:
+                changes[name] = value
+        if self.net == "auto":
+            if len(event_shape) == 1:
+                changes["net"] = "mlp"
+            elif is_image:
+                changes["net"] = "unet"
+            else:
+                raise ConfigError(
+                    f"no default network for examples of shape {tuple(event_shape)}: use vectors [N, D] "
+                    "or images [N, C, H, W] (pass net='mlp' or 'unet' explicitly otherwise)"
+                )
+        if self.sample_every is None:
+            changes["sample_every"] = changes.get("checkpoint_every", self.checkpoint_every)
+        if is_data_path(self.data):
+            changes["data"] = os.path.abspath(os.path.expanduser(self.data))
+        if self.data_dir is not None:
+            changes["data_dir"] = os.path.abspath(os.path.expanduser(self.data_dir))
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def is_resolved(self) -> bool:
+        """Whether :meth:`resolve` has filled the automatic options."""
+        return self.event_shape is not None and None not in (
+            self.steps, self.batch_size, self.lr, self.warmup, self.ema_decay, self.checkpoint_every, self.sample_every
+        ) and self.net != "auto"
+
+    def structural_differences(self, other: "TrainConfig") -> List[Tuple[str, Any, Any]]:
+        """``(name, self_value, other_value)`` for every structural field that differs."""
+        a, b = self.to_dict(), other.to_dict()
+        return [(k, a[k], b[k]) for k in STRUCTURAL_FIELDS if a[k] != b[k]]
+
+
+def is_data_path(spec: str) -> bool:
+    """Whether a ``data`` option names a file rather than a built-in dataset."""
+    return spec.endswith((".npy", ".npz")) or os.sep in spec
+
+
+def _choice(name: str, value: Any, valid: Sequence[str]) -> None:
+    if value not in valid:
+        raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_finite_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)

@@ -1,0 +1,143 @@
+"""Multi-process training through ``torch.distributed`` (DDP), launched by ``torchrun``.
+
+Nothing here starts processes: ``torchrun --nproc_per_node N -m scoresde train ...`` (or
+``python -m torch.distributed.run``) sets ``WORLD_SIZE``, ``RANK``, ``LOCAL_RANK``,
+``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them, picks the device
+(``cuda:LOCAL_RANK`` or CPU) and joins the process group with NCCL on CUDA and gloo on CPU.
+Without those variables everything runs in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any, List
+
+import torch
+import torch.distributed as dist
+
+from .config import ConfigError
+
+
+@dataclass
+class DistInfo:
+    """Where this process stands in a (possibly single-process) run.
+
+    Attributes:
+        rank: global rank in ``[0, world_size)``.
+        world_size: number of processes.
+        local_rank: rank on this node (selects the CUDA device).
+        device: the device this process trains on.
+        owns_group: whether :func:`init_distributed` created the process group (and so should
+            destroy it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    owns_group: bool = False
+
+    @property
+    def distributed(self) -> bool:
+        """Whether more than one process takes part."""
+        return self.world_size > 1
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this is rank 0, the process that writes checkpoints, logs and figures."""
+        return self.rank == 0
+
+
+def launched_by_torchrun() -> bool:
+    """Whether the environment variables of a ``torchrun`` launch are set."""
+    return all(k in os.environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK"))
+
+
+def resolve_device(device: str, local_rank: int = 0) -> torch.device:
+    """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` into a device; under DDP ``"cuda"`` means ``cuda:LOCAL_RANK``."""
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device {device!r} was asked for but CUDA is not available; use --device cpu")
+        if device == "cuda":
+            device = f"cuda:{local_rank}"
+        idx = torch.device(device).index or 0
+        if idx >= torch.cuda.device_count():
+            raise ConfigError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) visible")
+    elif device != "cpu":
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
+    return torch.device(device)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the ``torchrun`` process group if launched by it; otherwise describe a single process.
+
+    Args:
+        device: the configured device (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+
+    Returns:
+        A :class:`DistInfo`. When the group already exists (e.g. the caller set it up), it is
+        used as is and left for the caller to destroy.
+    """
+    if not launched_by_torchrun() and not (dist.is_available() and dist.is_initialized()):
+        return DistInfo(device=resolve_device(device))
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        local_rank = int(os.environ.get("LOCAL_RANK", rank))
+        return DistInfo(rank, world, local_rank, resolve_device(device, local_rank), owns_group=False)
+    rank, world, local_rank = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    dev = resolve_device(device, local_rank)
+    if world == 1:
+        return DistInfo(rank, world, local_rank, dev)
+    if not dist.is_available():
+        raise ConfigError("this torch build has no torch.distributed support; run without torchrun")
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+        dist.init_process_group("nccl", device_id=dev)
+    else:
+        dist.init_process_group("gloo")
+    return DistInfo(rank, world, local_rank, dev, owns_group=True)
+
+
+def shutdown(info: DistInfo) -> None:
+    """Destroy the process group if :func:`init_distributed` created it."""
+    if info.owns_group and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(info: DistInfo) -> None:
+    """Wait for every process (no-op in a single process)."""
+    if info.distributed:
+        if info.device.type == "cuda":
+            dist.barrier(device_ids=[info.device.index])
+        else:
+            dist.barrier()
+
+
+def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Mean of ``x`` over processes (``x`` itself in a single process). ``x`` is not modified."""
+    if not info.distributed:
+        return x
+    y = x.clone()
+    dist.all_reduce(y, op=dist.ReduceOp.SUM)
+    return y / info.world_size
+
+
+def all_gather_objects(obj: Any, info: DistInfo) -> List[Any]:
+    """``[obj of rank 0, obj of rank 1, ...]`` (a one-element list in a single process)."""
+    if not info.distributed:
+        return [obj]
+    out: List[Any] = [None] * info.world_size
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: Any, info: DistInfo, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every process."""
+    if not info.distributed:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]

@@ -1,0 +1,609 @@
+"""The training loop: AdamW with warm-up and clipping, EMA, checkpoints, logs, figures, DDP.
+
+Randomness is explicit so that a run can be resumed exactly:
+
+* the network is initialised under ``torch.manual_seed(seed)`` (in a forked RNG);
+* the data order comes from :class:`ShardedBatchSampler` and its own generator seeded with
+  ``seed`` (identical on every rank: each rank takes its slice of the same global batch);
+* the noise of the loss (times ``t`` and perturbations) comes from a per-rank generator seeded
+  from ``(seed, rank)`` (:func:`noise_seed`);
+* dropout draws from torch's global RNG, seeded per rank at the start and saved in checkpoints.
+
+On CPU, the losses of a run resumed from a checkpoint equal bit for bit those of the
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+from torch import Tensor, nn
+
+from ..errors import CheckpointError, DataError, NonFiniteError
+from ..score import NetworkScore
+from ..sde import SDE, VESDE, VPSDE, SubVPSDE
+from . import distributed as D
+from .checkpoint import LATEST, PathLike, checkpoint_file, load_checkpoint, remove_stale_temporaries, save_checkpoint
+from .config import ConfigError, TrainConfig
+from .ema import EMA
+from .logger import JSONLLogger, ProgressBar
+
+#: SDE name -> class, for :func:`build_sde`.
+SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
+
+LOG_FILE = "log.jsonl"
+CONFIG_FILE = "config.json"
+
+
+# ---------------------------------------------------------------------- building blocks
+def build_sde(name: str, **kwargs: Any) -> SDE:
+    """The SDE called ``name`` (``"vp"``, ``"subvp"`` or ``"ve"``) with its keyword arguments.
+
+    Raises:
+        ConfigError: unknown name or arguments.
+    """
+    if name not in SDES:
+        raise ConfigError(f"unknown SDE {name!r}; valid names: {', '.join(SDES)}")
+    try:
+        return SDES[name](**kwargs)
+    except TypeError as e:
+        raise ConfigError(f"bad arguments for the {name!r} SDE {kwargs}: {e}") from None
+    except ValueError as e:
+        raise ConfigError(f"bad arguments for the {name!r} SDE: {e}") from None
+
+
+def build_score_model(net: nn.Module, sde: SDE, parameterization: str) -> NetworkScore:
+    """Wrap ``net`` as a score function; ``"score"`` nets have their output divided by ``std(t)``."""
+    return NetworkScore(net, sde, parameterization, scale_by_std=(parameterization == "score"))
+
+
+def learning_rate(step: int, config: TrainConfig) -> float:
+    """Learning rate of optimizer step ``step`` (0-based).
+
+    ``lr * min(1, (step + 1) / warmup)``, times ``(1 + cos(pi step / steps)) / 2`` for the cosine
+    schedule.
+    """
+    lr = float(config.lr)
+    if config.warmup:
+        lr *= min(1.0, (step + 1) / config.warmup)
+    if config.lr_schedule == "cosine":
+        lr *= 0.5 * (1.0 + math.cos(math.pi * min(step, config.steps) / config.steps))
+    return lr
+
+
+def noise_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s loss-noise generator (distinct from the data-order seed ``seed``)."""
+    return (int(seed) * 1_000_003 + 7919 * (rank + 1)) % (2**63)
+
+
+def dropout_seed(seed: int, rank: int) -> int:
+    """Seed of torch's global RNG (dropout) on rank ``rank`` during training."""
+    return (int(seed) * 1_000_033 + 104_729 * (rank + 1)) % (2**63)
+
+
+class ShardedBatchSampler:
+    """Global batches of indices drawn epoch by epoch from random permutations, split by rank.
+
+    Every rank holds the same generator and so the same permutation; a global batch is the next
+    ``batch_size`` entries of it (continuing into the next permutation at the end of an epoch) and
+    rank ``r`` takes entries ``[r b, (r + 1) b)`` with ``b = batch_size / world_size``. Hence the
+    data a step sees does not depend on the number of processes.
+
+    Args:
+        n: number of examples.
+        batch_size: global batch size, divisible by ``world_size``.
+        rank, world_size: this process and the number of processes.
+        generator: the data-order generator (CPU).
+    """
+
+    def __init__(self, n: int, batch_size: int, rank: int = 0, world_size: int = 1, generator: Optional[torch.Generator] = None):
+        if n < 1:
+            raise DataError("the training set is empty")
+        if batch_size % world_size:
+            raise ConfigError(f"batch_size={batch_size} must be divisible by the number of processes ({world_size})")
+        self.n, self.batch_size, self.rank, self.world_size = int(n), int(batch_size), int(rank), int(world_size)
+        self.local_batch_size = self.batch_size // self.world_size
+        self.generator = generator if generator is not None else torch.Generator()
+        self.perm = torch.randperm(self.n, generator=self.generator)
+        self.pos = 0
+
+    def next_indices(self) -> Tensor:
+        """This rank's indices of the next global batch, ``[batch_size / world_size]`` (int64)."""
+        parts, need = [], self.batch_size
+        while need > 0:
+            if self.pos >= self.n:
+                self.perm = torch.randperm(self.n, generator=self.generator)
+                self.pos = 0
+            take = min(need, self.n - self.pos)
+            parts.append(self.perm[self.pos : self.pos + take])
+            self.pos += take
+            need -= take
+        idx = torch.cat(parts) if len(parts) > 1 else parts[0]
+        b = self.local_batch_size
+        return idx[self.rank * b : (self.rank + 1) * b]
+
+    def state_dict(self) -> Dict[str, Any]:
+        return {"generator": self.generator.get_state(), "perm": self.perm.clone(), "pos": self.pos}
+
+    def load_state_dict(self, state: Dict[str, Any]) -> None:
+        perm = state["perm"]
+        if perm.shape != (self.n,):
+            raise CheckpointError(
+                f"the checkpoint's data order is for {perm.shape[0]} examples but the training set has {self.n}"
+            )
+        self.generator.set_state(state["generator"])
+        self.perm = perm.clone()
+        self.pos = int(state["pos"])
+
+
+@dataclass
+class TrainResult:
+    """What :meth:`Trainer.train` returns.
+
+    Attributes:
+        step: optimizer steps done in total (including those before a resume).
+        losses: the loss of every step run by this call (mean over processes), oldest first.
+        checkpoint: path of ``latest.pt``.
+        log_file: path of the JSONL log.
+        figures: sample figures written by this call.
+        seconds: wall time of this call's training loop (checkpoints and figures included).
+        examples_per_s: mean training throughput of this call, all processes together, not counting
+            the time spent writing checkpoints and drawing figures.
+        config: the resolved configuration.
+    """
+
+    step: int
+    losses: List[float]
+    checkpoint: Path
+    log_file: Path
+    figures: List[Path] = field(default_factory=list)
+    seconds: float = 0.0
+    examples_per_s: float = 0.0
+    config: Optional[TrainConfig] = None
+
+
+# ---------------------------------------------------------------------- the trainer
+class Trainer:
+    """Train a score network with denoising score matching.
+
+    Args:
+        config: the run's options; automatic (``None``) options are resolved from the data.
+        resume: continue from ``config.out/latest.pt`` if it exists. Without it, an output
+            directory that already holds a checkpoint is refused (nothing is overwritten).
+        progress: draw the progress bar (``None``: only when stderr is a terminal).
+        dataset: use this dataset object (with ``.data``, ``.event_shape``, ``.discrete_levels``)
+            instead of loading ``config.data``.
+
+    Launched by ``torchrun``, each process builds its own :class:`Trainer`; the network is wrapped
+    in :class:`~torch.nn.parallel.DistributedDataParallel`, each process trains on its share of
+    every global batch, and rank 0 alone writes checkpoints, logs and figures.
+
+    Raises:
+        ConfigError, DataError, CheckpointError: bad options, data or checkpoint.
+    """
+
+    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: Optional[bool] = None, dataset: Any = None):
+        config.validate()
+        self.dist = D.init_distributed(config.device)
+        try:
+            self._setup(config, resume, progress, dataset)
+        except BaseException:
+            D.shutdown(self.dist)
+            raise
+
+    # .................................................................. setup
+    def _setup(self, config: TrainConfig, resume: bool, progress: Optional[bool], dataset: Any) -> None:
+        from ..losses import DSMLoss
+        from ..nets import build_network
+
+        info = self.dist
+        self.device = info.device
+        ds = dataset if dataset is not None else _load_training_data(config)
+        data = ds.data
+        if not isinstance(data, Tensor) or data.ndim < 2 or data.shape[0] < 1:
+            raise DataError(f"training data must be a tensor [N, *event] with N >= 1, got {getattr(data, 'shape', type(data))}")
+        if not data.is_floating_point():
+            raise DataError(f"training data must be floating point, got {data.dtype}")
+        if not bool(torch.isfinite(data).all()):
+            raise DataError("the training data contain NaN or infinite values")
+        cfg = config.resolve(tuple(data.shape[1:]), getattr(ds, "discrete_levels", None), getattr(ds, "data_range", None))
+        if cfg.sde == "ve" and "sigma_max" not in cfg.sde_kwargs:
+            cfg = cfg.replace(sde_kwargs={**cfg.sde_kwargs, "sigma_max": _max_pairwise_distance(data)})
+        self.out = Path(cfg.out)
+        self.ckpt_path = self.out / LATEST
+        self.log_path = self.out / LOG_FILE
+
+        state = None
+        if self.ckpt_path.exists():
+            state = load_checkpoint(self.ckpt_path)
+            if not resume:
+                raise CheckpointError(
+                    f"{self.out} already holds a checkpoint (step {state['step']}); pass resume=True (--resume) to "
+                    "continue it, or choose another output directory"
+                )
+            saved = TrainConfig.from_json(state["config"])
+            # Keep the stored network arguments (the full net.config) when the caller gave a subset.
+            if cfg.net_kwargs != saved.net_kwargs and all(saved.net_kwargs.get(k) == v for k, v in cfg.net_kwargs.items()):
+                cfg = cfg.replace(net_kwargs=saved.net_kwargs)
+            diffs = cfg.structural_differences(saved)
+            if diffs:
+                lines = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, a, b in diffs)
+                raise CheckpointError(f"cannot resume {self.ckpt_path}: the run's definition changed ({lines})")
+            if int(state["step"]) > cfg.steps:
+                raise ConfigError(f"the checkpoint is at step {state['step']}, beyond steps={cfg.steps}; raise steps to continue")
+
+        # Model: the SDE, the network (seeded), its score wrapper, the EMA and the optimizer.
+        self.sde = build_sde(cfg.sde, **cfg.sde_kwargs)
+        try:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(cfg.seed)
+                net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"cannot build the {cfg.net!r} network for examples of shape {tuple(cfg.event_shape)}: {e}") from None
+        cfg = cfg.replace(net_kwargs=json.loads(json.dumps(net.config)))
+        self.config = cfg
+        self.net = net.to(self.device)
+        self.ema = EMA(self.net, cfg.ema_decay)
+        self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
+        self.loss_fn = DSMLoss(
+            self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean"
+        )
+
+        fwd: nn.Module = self.net
+        if info.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            fwd = DistributedDataParallel(self.net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+        if cfg.compile:
+            fwd = torch.compile(fwd)
+        self.train_model = build_score_model(fwd, self.sde, cfg.parameterization)
+
+        # Data and randomness.
+        self.data = data.to(self.device, torch.get_default_dtype())
+        self.sampler = ShardedBatchSampler(
+            self.data.shape[0], cfg.batch_size, info.rank, info.world_size, torch.Generator().manual_seed(cfg.seed)
+        )
+        self.noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed(cfg.seed, info.rank))
+        torch.manual_seed(dropout_seed(cfg.seed, info.rank))  # also seeds every CUDA device
+        self.step = 0
+        if state is not None:
+            self._load_state(state)
+        self.resumed_from = self.step if state is not None else None
+
+        self.progress_enabled = progress
+        self.figures: List[Path] = []
+        self._figures_off = False
+        if info.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            remove_stale_temporaries(self.out)
+            (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+        D.barrier(info)
+
+    @property
+    def ema_model(self) -> NetworkScore:
+        """The EMA network as a score function (what sampling and evaluation use)."""
+        return build_score_model(self.ema.module, self.sde, self.config.parameterization)
+
+    # .................................................................. checkpoints
+    def _rank_state(self) -> Dict[str, Any]:
+        cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
+        return {"torch": torch.get_rng_state(), "cuda": cuda, "noise": self.noise_generator.get_state()}
+
+    def state_dict(self) -> Dict[str, Any]:
+        """Everything a checkpoint holds (collective under DDP: every rank must call it)."""
+        ranks = D.all_gather_objects(self._rank_state(), self.dist)
+        sampler = self.sampler.state_dict()
+        return {
+            "step": self.step,
+            "config": self.config.to_json(),
+            "model": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "ema": {**self.ema.state_dict(), "state": {k: v.detach().cpu() for k, v in self.ema.module.state_dict().items()}},
+            "optimizer": _to_cpu(self.optimizer.state_dict()),
+            "rng": {
+                "world_size": self.dist.world_size,
+                "data": sampler["generator"],
+                "sampler_perm": sampler["perm"],
+                "sampler_pos": sampler["pos"],
+                "ranks": ranks,
+            },
+            "metadata": {"torch_version": str(torch.__version__), "time": time.time()},
+        }
+
+    def _load_state(self, state: Dict[str, Any]) -> None:
+        try:
+            self.net.load_state_dict(state["model"])
+        except RuntimeError as e:
+            raise CheckpointError(f"the checkpoint's weights do not fit the network: {e}") from None
+        self.ema.load_state_dict(state["ema"])
+        try:
+            self.optimizer.load_state_dict(state["optimizer"])
+            rng = state["rng"]
+            self.sampler.load_state_dict({"generator": rng["data"], "perm": rng["sampler_perm"], "pos": rng["sampler_pos"]})
+            ranks = rng["ranks"]
+        except (KeyError, ValueError, TypeError, RuntimeError) as e:
+            raise CheckpointError(f"the checkpoint's optimizer or RNG state is unusable: {e}") from None
+        self.step = int(state["step"])
+        r = self.dist.rank
+        if int(rng["world_size"]) == self.dist.world_size and r < len(ranks):
+            mine = ranks[r]
+            torch.set_rng_state(mine["torch"])
+            if self.device.type == "cuda" and mine.get("cuda") is not None:
+                torch.cuda.set_rng_state(mine["cuda"], self.device)
+            self.noise_generator.set_state(mine["noise"])
+        else:
+            # A different number of processes: the data order continues exactly, the noise cannot.
+            self.noise_generator.manual_seed(noise_seed(self.config.seed + self.step, r))
+            torch.manual_seed(dropout_seed(self.config.seed + self.step, r))
+            if self.dist.is_main:
+                print(
+                    f"scoresde: note: resuming a {rng['world_size']}-process run with {self.dist.world_size} process(es); "
+                    "the training noise is re-seeded, so losses will differ from an uninterrupted run",
+                    file=sys.stderr,
+                )
+
+    def save(self) -> Optional[Path]:
+        """Write ``latest.pt`` atomically (rank 0; collective under DDP). Returns the path on rank 0."""
+        state = self.state_dict()
+        path = save_checkpoint(state, self.ckpt_path) if self.dist.is_main else None
+        D.barrier(self.dist)
+        return path
+
+    # .................................................................. training
+    def train(self) -> TrainResult:
+        """Run optimizer steps up to ``config.steps``; checkpoint, log and draw samples on the way.
+
+        Returns:
+            A :class:`TrainResult`.
+
+        Raises:
+            NonFiniteError: the loss or gradient norm became NaN/infinite. The last checkpoint
+                written before that (if any) is left untouched.
+        """
+        try:
+            return self._train()
+        finally:
+            D.shutdown(self.dist)
+
+    def _train(self) -> TrainResult:
+        cfg, info = self.config, self.dist
+        main = info.is_main
+        log = JSONLLogger(self.log_path, enabled=main)
+        bar = ProgressBar(cfg.steps, self.step, enabled=(self.progress_enabled if main else False))
+        losses: List[float] = []
+        pending: List[Tuple[Tensor, Tensor]] = []
+        # Read losses back every step on CPU (free); on CUDA only every few steps (no sync per step).
+        flush_every = 1 if self.device.type == "cpu" else max(1, min(cfg.log_every, 50))
+        window: Dict[str, Any] = {"t": time.perf_counter(), "steps": 0, "loss": 0.0, "grad_norm": 0.0}
+        t_start = time.perf_counter()
+        aside_total = 0.0
+        start_step = self.step
+        last_good = self.ckpt_path if self.ckpt_path.exists() else None
+        if self.resumed_from is not None:
+            log.write({"event": "resume", "step": self.step, "time": time.time()})
+        autocast = (
+            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+            if cfg.precision == "bf16"
+            else contextlib.nullcontext()
+        )
+        params = [p for p in self.net.parameters() if p.requires_grad]
+        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
+
+        def flush() -> None:
+            if not pending:
+                return
+            stacked = torch.stack([torch.stack([l.float(), g.float()]) for l, g in pending])  # [k, 2]
+            stacked = D.all_reduce_mean(stacked, info).cpu()
+            first = self.step - len(pending) + 1
+            vals = stacked.tolist()
+            pending.clear()
+            for i, (l, g) in enumerate(vals):
+                if not (math.isfinite(l) and math.isfinite(g)):
+                    what = "loss" if not math.isfinite(l) else "gradient norm"
+                    where = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was written"
+                    log.write({"event": "nonfinite", "step": first + i, "loss": l, "grad_norm": g, "time": time.time()})
+                    raise NonFiniteError(
+                        f"the {what} became {l if what == 'loss' else g} at step {first + i}; training stopped and {where}. "
+                        "Try a smaller learning rate (--lr), gradient clipping or checking the data"
+                    )
+                losses.append(l)
+                window["loss"] += l
+                window["grad_norm"] += g
+                window["steps"] += 1
+            now = time.perf_counter()
+            rate = window["steps"] * cfg.batch_size / max(now - window["t"], 1e-9)
+            bar.update(self.step, vals[-1][0], rate)
+
+        def write_log() -> None:
+            if window["steps"] == 0:
+                return
+            now = time.perf_counter()
+            n = window["steps"]
+            log.write({
+                "step": self.step,
+                "loss": window["loss"] / n,
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "grad_norm": window["grad_norm"] / n,
+                "examples_per_s": n * cfg.batch_size / max(now - window["t"], 1e-9),
+                "time": round(now - t_start, 4),
+            })
+            window.update(t=now, steps=0, loss=0.0, grad_norm=0.0)
+
+        try:
+            self.net.train()
+            while self.step < cfg.steps:
+                x0 = self.data[self.sampler.next_indices().to(self.device)]
+                lr = learning_rate(self.step, cfg)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast:
+                    loss = self.loss_fn(self.train_model, x0, generator=self.noise_generator)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
+                self.optimizer.step()
+                self.ema.update(self.net)
+                self.step += 1
+                pending.append((loss.detach(), grad_norm.detach()))
+                last = self.step == cfg.steps
+                ckpt_due = last or self.step % cfg.checkpoint_every == 0
+                if ckpt_due or self.step % flush_every == 0 or self.step % cfg.log_every == 0:
+                    flush()
+                if self.step % cfg.log_every == 0 or last:
+                    write_log()
+                if ckpt_due or self._figure_due(last):
+                    t_aside = time.perf_counter()
+                    if ckpt_due:
+                        self.save()
+                        last_good = self.ckpt_path
+                    if self._figure_due(last):
+                        self._draw_samples()
+                    # Throughput figures count training only, not checkpoints and figures.
+                    aside = time.perf_counter() - t_aside
+                    window["t"] += aside
+                    aside_total += aside
+            flush()
+            write_log()
+        finally:
+            bar.close()
+            log.close()
+        seconds = time.perf_counter() - t_start
+        done = self.step - start_step
+        return TrainResult(
+            step=self.step,
+            losses=losses,
+            checkpoint=self.ckpt_path,
+            log_file=self.log_path,
+            figures=list(self.figures),
+            seconds=seconds,
+            examples_per_s=done * cfg.batch_size / (seconds - aside_total) if seconds > aside_total else 0.0,
+            config=cfg,
+        )
+
+    def _figure_due(self, last: bool) -> bool:
+        every = self.config.sample_every
+        if every < 0 or self._figures_off:
+            return False
+        return last or (every > 0 and self.step % every == 0)
+
+    def _draw_samples(self) -> None:
+        """Sample with the EMA weights and save ``samples_<step>.png`` (rank 0)."""
+        if not self.dist.is_main:
+            return
+        from .plotting import save_samples_figure
+
+        samples = self.sample_preview()
+        path = self.out / f"samples_{self.step:07d}.png"
+        ref = self.data[: samples.shape[0]].cpu() if samples.ndim == 2 else None
+        rng = tuple(self.config.data_range) if self.config.data_range else (-1.0, 1.0)
+        try:
+            save_samples_figure(
+                samples, path, title=f"{self.config.data}: EMA samples at step {self.step}", reference=ref, data_range=rng
+            )
+        except ConfigError as e:  # matplotlib missing: train on without figures
+            print(f"scoresde: note: {e}; no sample figures", file=sys.stderr)
+            self._figures_off = True
+            return
+        self.figures.append(path)
+
+    @torch.no_grad()
+    def sample_preview(self, n: Optional[int] = None, steps: int = 100) -> Tensor:
+        """A fixed-seed batch of EMA samples for figures: ``[n, *event]`` on CPU.
+
+        DDIM with ``steps`` steps from the EMA weights; ``n`` defaults to 500 points for vector
+        data and 36 images.
+        """
+        from ..solvers import sample
+
+        is_image = len(self.config.event_shape) == 3
+        n = n or (36 if is_image else 500)
+        gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+        x = sample(self.sde, self.ema_model, (n, *self.config.event_shape), solver="ddim", steps=steps, generator=gen, device=self.device)
+        return x.cpu()
+
+
+# ---------------------------------------------------------------------- loading trained models
+def load_model(
+    checkpoint: PathLike, device: Optional[Union[str, torch.device]] = None, use_ema: bool = True
+) -> Tuple[SDE, NetworkScore, TrainConfig]:
+    """Load a trained model for sampling or evaluation.
+
+    Args:
+        checkpoint: a run directory or a checkpoint file.
+        device: where to put the network (default CPU).
+        use_ema: load the EMA weights (the ones meant for sampling) rather than the raw ones.
+
+    Returns:
+        ``(sde, score_fn, config)``: the SDE, a :class:`~scoresde.NetworkScore` in eval mode (call
+        it as ``score_fn(x, t)`` with ``x`` ``[B, *config.event_shape]``, ``t`` ``[B]``) and the
+        resolved :class:`TrainConfig` of the run.
+
+    Raises:
+        CheckpointError: missing, corrupt or incompatible checkpoint.
+    """
+    from ..nets import build_network
+
+    state = load_checkpoint(checkpoint)
+    where = checkpoint_file(checkpoint)
+    try:
+        cfg = TrainConfig.from_json(state["config"])
+        if not cfg.is_resolved:
+            raise ConfigError("its configuration is incomplete")
+        sde = build_sde(cfg.sde, **cfg.sde_kwargs)
+        net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
+    except (ConfigError, TypeError, ValueError) as e:
+        raise CheckpointError(f"{where} cannot be rebuilt: {e}") from None
+    weights = state["ema"]["state"] if use_ema else state["model"]
+    try:
+        net.load_state_dict(weights)
+    except (RuntimeError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}: the stored weights do not fit the network: {e}") from None
+    net = net.to(torch.device(device) if device is not None else torch.device("cpu")).eval().requires_grad_(False)
+    return sde, build_score_model(net, sde, cfg.parameterization), cfg
+
+
+def read_config(checkpoint: PathLike) -> TrainConfig:
+    """The resolved :class:`TrainConfig` stored in a checkpoint (file or run directory)."""
+    state = load_checkpoint(checkpoint)
+    try:
+        return TrainConfig.from_json(state["config"])
+    except ConfigError as e:
+        raise CheckpointError(f"{checkpoint_file(checkpoint)}: {e}") from None
+
+
+# ---------------------------------------------------------------------- helpers
+def _load_training_data(config: TrainConfig) -> Any:
+    from ..data import get_dataset
+
+    return get_dataset(
+        config.data, data_dir=config.data_dir, split="train", n=config.n_train,
+        generator=torch.Generator().manual_seed(config.seed),
+    )
+
+
+def _max_pairwise_distance(data: Tensor, max_points: int = 2000) -> float:
+    """Largest Euclidean distance between two training examples (on at most ``max_points``), 3 digits."""
+    x = data[:max_points].reshape(min(max_points, data.shape[0]), -1).double()
+    d = float(torch.cdist(x, x).max())
+    if d <= 0:
+        raise DataError("all training examples are identical; a VE SDE needs spread-out data")
+    return float(f"{d:.3g}")
+
+
+def _to_cpu(obj: Any) -> Any:
+    if isinstance(obj, Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: _to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_to_cpu(v) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_to_cpu(v) for v in obj)
+    return obj
