@@ -232,7 +232,11 @@ def solve(
         A :class:`SampleResult`.
 
     Raises:
-        UnknownSolverError, IncompatibleSDEError, ShapeError, TimeRangeError, NonFiniteError.
+        UnknownSolverError: ``solver`` is not a name in :data:`scoresde.SOLVERS` or a :class:`Solver`.
+        IncompatibleSDEError: the solver (or ``denoise=True``) needs a closed-form kernel the SDE lacks.
+        ShapeError: a bad ``shape`` or ``x_init``, or a score function whose output is not shaped like ``x``.
+        TimeRangeError: ``eps`` outside ``(0, T)``.
+        NonFiniteError: NaN or infinity appeared during sampling.
     """
     from . import SOLVERS
 
