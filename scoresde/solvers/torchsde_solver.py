@@ -72,7 +72,7 @@ class TorchSDE(Solver):
     ) -> "tuple[Tensor, Optional[List[Tensor]]]":
         B, event = x.shape[0], x.shape[1:]
         T = ctx.sde.T
-        s_grid = T - grid  # increasing from 0 to T - eps
+        s_grid = T - grid.double()  # increasing from 0 to T - eps; float64 keeps torchsde's step count exact
         y0 = x.reshape(B, -1)
         bm = torchsde.BrownianInterval(
             t0=float(s_grid[0]),
@@ -83,7 +83,9 @@ class TorchSDE(Solver):
             entropy=seed_from_generator(ctx.generator),
             levy_area_approximation="space-time" if self.method == "srk" else "none",
         )
-        dt = float(s_grid[1] - s_grid[0])
+        # A hair above the grid spacing, so that rounding never adds a sliver of a step at the end
+        # (torchsde shortens its last step to land on the final time).
+        dt = float(s_grid[-1] - s_grid[0]) / (grid.shape[0] - 1) * (1 + 1e-9)
         s_eval = s_grid if (record or callback is not None) else s_grid[[0, -1]]
         ys = torchsde.sdeint(
             _ReverseInForwardTime(ctx, event), y0, s_eval, bm=bm, method=self.method, dt=dt,
