@@ -1,0 +1,100 @@
+"""Regenerate the figures of the documentation and copy in the benchmark results.
+
+    python docs/gen_figures.py                         # everything (about 25 minutes on 2 CPU cores)
+    python docs/gen_figures.py toy_2d solver_comparison
+    python docs/gen_figures.py benchmark               # only copy benchmarks/results/cpu-quick.* into docs/
+
+Targets:
+
+* ``toy_2d``, ``langevin_vs_pc_vs_ode``, ``solver_comparison``, ``mnist``: run ``examples/<name>.py``
+  with its full (non-quick) settings and write ``docs/figures/<name>.png``. ``mnist`` reads the
+  MNIST files from ``--data-dir`` (default ``../shared/data``) and keeps its training run in
+  ``runs/mnist-example``.
+* ``benchmark``: copy the plot ``benchmarks/results/cpu-quick-quality_vs_nfe.png`` to
+  ``docs/figures/benchmark_quality_vs_nfe.png``, and the "Quality against NFE" and "Solver
+  overhead" sections of ``benchmarks/results/cpu-quick.md`` to ``docs/snippets/benchmark_quality.md``
+  and ``docs/snippets/benchmark_overhead.md``, which the solver guide includes. Produce those results first with
+  ``python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence
+
+ROOT = Path(__file__).resolve().parent.parent
+FIGURES = ROOT / "docs" / "figures"
+SNIPPETS = ROOT / "docs" / "snippets"
+RESULTS = ROOT / "benchmarks" / "results"
+EXAMPLES = ("toy_2d", "langevin_vs_pc_vs_ode", "solver_comparison", "mnist")
+BENCH_MD = RESULTS / "cpu-quick.md"
+BENCH_PNG = RESULTS / "cpu-quick-quality_vs_nfe.png"
+#: section title of the benchmark report -> snippet file the solver guide includes
+SECTIONS = {"Quality against NFE": "benchmark_quality.md", "Solver overhead": "benchmark_overhead.md"}
+
+
+def report_section(report: str, title: str) -> str:
+    """The section ``## <title>`` of a benchmark report, without its heading and image lines."""
+    heading = f"## {title}"
+    start = report.find(heading + "\n")
+    if start < 0:
+        raise ValueError(f"the benchmark report has no {heading!r} section")
+    body = report[start + len(heading):]
+    end = body.find("\n## ")
+    body = body if end < 0 else body[:end]
+    lines = [line for line in body.splitlines() if not line.startswith("![")]
+    return "\n".join(lines).strip() + "\n"
+
+
+def copy_benchmark() -> List[Path]:
+    if not (BENCH_MD.is_file() and BENCH_PNG.is_file()):
+        raise SystemExit(f"missing {BENCH_MD} or {BENCH_PNG}: run "
+                         "python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    SNIPPETS.mkdir(parents=True, exist_ok=True)
+    png = FIGURES / "benchmark_quality_vs_nfe.png"
+    shutil.copyfile(BENCH_PNG, png)
+    report = BENCH_MD.read_text(encoding="utf-8")
+    written = [png]
+    for title, name in SECTIONS.items():
+        (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
+        written.append(SNIPPETS / name)
+    return written
+
+
+def run_example(name: str, data_dir: str) -> Path:
+    out = FIGURES / f"{name}.png"
+    cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--out", str(out)]
+    if name == "mnist":
+        cmd += ["--data-dir", data_dir]
+    print("$", " ".join(cmd), flush=True)
+    subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, MPLBACKEND="Agg"))
+    return out
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("targets", nargs="*", metavar="TARGET",
+                   help=f"what to regenerate: {', '.join(EXAMPLES)}, benchmark (default: all)")
+    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
+                   help="MNIST folder for the mnist example (default: ../shared/data)")
+    args = p.parse_args(argv)
+    targets = args.targets or [*EXAMPLES, "benchmark"]
+    unknown = [t for t in targets if t not in (*EXAMPLES, "benchmark")]
+    if unknown:
+        p.error(f"unknown targets {unknown}; valid: {', '.join(EXAMPLES)}, benchmark")
+    written: List[Path] = []
+    for name in targets:
+        written += copy_benchmark() if name == "benchmark" else [run_example(name, args.data_dir)]
+    for path in written:
+        print("wrote", path.relative_to(ROOT))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

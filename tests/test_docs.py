@@ -1,0 +1,305 @@
+"""The documentation is tested: every code block of every page, every example, the site build.
+
+* Every ```` ```python ```` block of ``docs/**/*.md`` runs, page by page: the blocks of one page run
+  in order in one namespace (a fresh one per page), in a temporary working directory.
+* An HTML comment on the line before a block changes that:
+
+  - ``<!-- skip: reason -->``: the block is not run (for blocks that need a GPU or ``torchrun``);
+  - ``<!-- requires: mnist -->``: the block runs only when the MNIST files exist; the test links
+    them as ``./data`` in the working directory, so the block reads ``data_dir="data"``;
+  - ``<!-- run -->`` before a ```` ```bash ```` block: the block runs through ``bash`` (with
+    ``scoresde`` meaning ``python -m scoresde`` of this interpreter). Other shell blocks are not run.
+
+* Every ``examples/*.py`` runs with ``--quick`` and must write its figure; each has a committed
+  figure ``docs/figures/<name>.png`` shown on the examples page.
+* ``mkdocs build --strict`` must pass (skipped when mkdocs is not installed: ``pip install .[docs]``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Optional
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS = ROOT / "docs"
+EXAMPLES = ROOT / "examples"
+MNIST_PARENT = ROOT.parent / "shared" / "data"  # the shared data folder beside the project, when present
+HAS_MNIST = (MNIST_PARENT / "mnist").is_dir()
+
+_FENCE = re.compile(r"^(?P<indent>[ ]*)(?P<fence>`{3,}|~{3,})\s*(?P<info>[^`]*)$")
+_DIRECTIVE = re.compile(r"^<!--\s*(?P<name>[a-z]+)\s*(?::\s*(?P<arg>.*?))?\s*-->$")
+DIRECTIVES = ("skip", "requires", "run")
+REQUIREMENTS = ("mnist",)
+PYTHON = ("python", "py", "python3")
+SHELL = ("bash", "sh", "console", "shell")
+
+
+@dataclass
+class Block:
+    """One fenced code block of a page."""
+
+    page: Path
+    line: int  # 1-based line of the opening fence
+    lang: str
+    code: str
+    directive: Optional[str] = None
+    arg: Optional[str] = None
+
+    @property
+    def where(self) -> str:
+        return f"{self.page.relative_to(ROOT)}:{self.line}"
+
+
+def extract_blocks(page: Path) -> List[Block]:
+    """The fenced code blocks of a markdown page, with the directive (if any) on the line before each."""
+    lines = page.read_text(encoding="utf-8").splitlines()
+    blocks: List[Block] = []
+    i = 0
+    while i < len(lines):
+        m = _FENCE.match(lines[i])
+        if not m:
+            i += 1
+            continue
+        indent, fence, info = len(m.group("indent")), m.group("fence"), m.group("info").strip()
+        lang = re.split(r"[\s{]", info, maxsplit=1)[0].lower() if info else ""
+        body, j = [], i + 1
+        while j < len(lines):
+            c = _FENCE.match(lines[j])
+            closes = c and c.group("fence")[0] == fence[0] and len(c.group("fence")) >= len(fence)
+            if closes and not c.group("info").strip():
+                break
+            body.append(lines[j][indent:] if lines[j][:indent].strip() == "" else lines[j])
+            j += 1
+        else:
+            raise AssertionError(f"{page.relative_to(ROOT)}:{i + 1}: unclosed code fence")
+        k = i - 1
+        while k >= 0 and not lines[k].strip():
+            k -= 1
+        d = _DIRECTIVE.match(lines[k].strip()) if k >= 0 else None
+        blocks.append(Block(page, i + 1, lang, "\n".join(body) + "\n", d.group("name") if d else None,
+                            d.group("arg") if d else None))
+        i = j + 1
+    return blocks
+
+
+def doc_pages() -> List[Path]:
+    return sorted(p for p in DOCS.rglob("*.md") if "api" not in p.relative_to(DOCS).parts)
+
+
+def runnable(block: Block) -> bool:
+    return block.lang in PYTHON or (block.lang in SHELL and block.directive == "run")
+
+
+PAGES = [p for p in doc_pages() if any(runnable(b) for b in extract_blocks(p))]
+
+
+# --------------------------------------------------------------------------- structure
+def test_pages_have_code_and_directives_are_valid():
+    assert PAGES, "no documentation page with code blocks found"
+    n_python = skipped = 0
+    for page in doc_pages():
+        for b in extract_blocks(page):
+            if b.directive is None:
+                n_python += b.lang in PYTHON
+                continue
+            assert b.directive in DIRECTIVES, f"{b.where}: unknown directive {b.directive!r}; valid: {DIRECTIVES}"
+            if b.directive == "skip":
+                assert b.arg, f"{b.where}: <!-- skip: reason --> needs a reason"
+                skipped += 1
+            if b.directive == "requires":
+                assert b.arg in REQUIREMENTS, f"{b.where}: unknown requirement {b.arg!r}; valid: {REQUIREMENTS}"
+                assert b.lang in PYTHON, f"{b.where}: 'requires' applies to python blocks"
+            if b.directive == "run":
+                assert b.lang in SHELL, f"{b.where}: 'run' applies to shell blocks (python blocks always run)"
+            n_python += b.lang in PYTHON
+    assert n_python >= 20, f"only {n_python} python blocks in the docs"
+    assert skipped <= 5, f"{skipped} skipped blocks: skip sparingly"
+
+
+def test_extract_blocks_reads_fences_and_directives(tmp_path):
+    page = tmp_path / "p.md"
+    page.write_text(textwrap.dedent("""\
+        text
+        <!-- skip: needs a GPU -->
+        ```python title="a.py"
+        x = 1
+        ```
+
+        !!! note
+            ```python
+            y = 2
+            ```
+        ```bash
+        echo hi
+        ```
+        """))
+    blocks = extract_blocks(page)
+    assert [(b.lang, b.code, b.directive, b.arg) for b in blocks] == [
+        ("python", "x = 1\n", "skip", "needs a GPU"),
+        ("python", "y = 2\n", None, None),
+        ("bash", "echo hi\n", None, None),
+    ]
+
+
+# --------------------------------------------------------------------------- running the pages
+def _run_shell(block: Block, cwd: Path) -> None:
+    prelude = f'scoresde() {{ "{sys.executable}" -m scoresde "$@"; }}\n'
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + block.code], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+    if proc.returncode != 0:
+        pytest.fail(f"{block.where}: shell block failed (exit {proc.returncode}):\n{block.code}\n"
+                    f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+def test_page_code_runs(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    if HAS_MNIST:
+        (tmp_path / "data").symlink_to(MNIST_PARENT, target_is_directory=True)
+    namespace = {"__name__": "__main__"}
+    dtype, threads = torch.get_default_dtype(), torch.get_num_threads()
+    not_run = []
+    try:
+        for block in extract_blocks(page):
+            if not runnable(block) or block.directive == "skip":
+                continue
+            if block.directive == "requires" and block.arg == "mnist" and not HAS_MNIST:
+                not_run.append(block.where)
+                continue
+            if block.lang in SHELL:
+                _run_shell(block, tmp_path)
+                continue
+            try:
+                exec(compile(block.code, block.where, "exec"), namespace)
+            except Exception as e:
+                raise AssertionError(
+                    f"{block.where}: code block failed with {type(e).__name__}: {e}\n{block.code}") from e
+    finally:
+        torch.set_default_dtype(dtype)
+        torch.set_num_threads(threads)
+        if "matplotlib.pyplot" in sys.modules:
+            sys.modules["matplotlib.pyplot"].close("all")
+    if not_run:
+        print(f"not run (MNIST not found under {MNIST_PARENT}): {', '.join(not_run)}")
+
+
+# --------------------------------------------------------------------------- examples
+EXAMPLE_SCRIPTS = sorted(EXAMPLES.glob("*.py"))
+
+
+@pytest.mark.parametrize("script", EXAMPLE_SCRIPTS, ids=[p.stem for p in EXAMPLE_SCRIPTS])
+def test_example_runs_quick(script, tmp_path):
+    out = tmp_path / f"{script.stem}.png"
+    cmd = [sys.executable, str(script), "--quick", "--out", str(out)]
+    needs_mnist = script.stem == "mnist"
+    if needs_mnist:
+        cmd += ["--data-dir", str(MNIST_PARENT if HAS_MNIST else tmp_path / "no-data")]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MPLBACKEND="Agg", PYTHONPATH=str(ROOT))
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"{script.name} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}"
+    if needs_mnist and not HAS_MNIST:
+        assert "skipping" in proc.stdout and not out.exists()
+        pytest.skip(f"MNIST not found under {MNIST_PARENT}; checked the clean skip")
+    assert out.is_file() and out.stat().st_size > 10_000, f"{script.name} wrote no figure"
+
+
+def test_every_example_has_a_committed_figure_shown_in_the_docs():
+    gallery = (DOCS / "examples.md").read_text(encoding="utf-8")
+    assert EXAMPLE_SCRIPTS
+    for script in EXAMPLE_SCRIPTS:
+        figure = DOCS / "figures" / f"{script.stem}.png"
+        where = figure.relative_to(ROOT)
+        assert figure.is_file(), f"{where} is missing: run python examples/{script.name} --out {where}"
+        assert f"figures/{script.stem}.png" in gallery, f"docs/examples.md does not show {figure.name}"
+        assert f"python examples/{script.name}" in gallery, f"docs/examples.md does not say how to run {script.name}"
+
+
+def _gen_figures():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("gen_figures", DOCS / "gen_figures.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_benchmark_copies_in_the_docs_match_the_results():
+    gen = _gen_figures()
+    if not (gen.BENCH_MD.is_file() and gen.BENCH_PNG.is_file()):
+        pytest.skip("no benchmark results in benchmarks/results")
+    report = gen.BENCH_MD.read_text(encoding="utf-8")
+    stale = "stale copy of the benchmark results: run python docs/gen_figures.py benchmark"
+    for title, name in gen.SECTIONS.items():
+        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
+    assert (gen.FIGURES / "benchmark_quality_vs_nfe.png").read_bytes() == gen.BENCH_PNG.read_bytes(), stale
+
+
+def test_report_section_extracts_one_section():
+    report = "# r\n\n## A\n\n![plot](a.png)\n\n| x |\n|---|\n\n## B\n\nb\n"
+    assert _gen_figures().report_section(report, "A") == "| x |\n|---|\n"
+    assert _gen_figures().report_section(report, "B") == "b\n"
+
+
+# --------------------------------------------------------------------------- the site
+def _documented_objects() -> set:
+    """ids of the objects the API reference renders (``::: path`` directives and their members)."""
+    import importlib
+    import inspect
+
+    text = "\n".join(p.read_text(encoding="utf-8") for p in sorted((DOCS / "api").glob("*.md")))
+    ids = set()
+    for m in re.finditer(r"^::: ([\w.]+)\n((?:[ ]{4}.*\n)*)", text + "\n", re.M):
+        path, options = m.group(1), m.group(2)
+        parts = path.split(".")
+        for i in range(len(parts), 0, -1):  # longest importable module prefix, then attributes
+            try:
+                obj = importlib.import_module(".".join(parts[:i]))
+            except ImportError:
+                continue
+            for attr in parts[i:]:
+                obj = getattr(obj, attr)
+            break
+        ids.add(id(obj))
+        if inspect.ismodule(obj):
+            members = re.findall(r"^\s+- (\w+)\s*$", options, re.M) or [
+                n for n in getattr(obj, "__all__", dir(obj)) if not n.startswith("_")]
+            ids |= {id(getattr(obj, n)) for n in members if hasattr(obj, n)}
+    return ids
+
+
+def test_api_reference_covers_the_public_api():
+    import inspect
+
+    import scoresde
+
+    documented = _documented_objects()
+    missing = [n for n in scoresde.__all__
+               if (inspect.isclass(getattr(scoresde, n)) or inspect.isfunction(getattr(scoresde, n)))
+               and id(getattr(scoresde, n)) not in documented]
+    assert not missing, f"public names missing from docs/api/*.md: {missing}"
+
+
+
+def test_mkdocs_build_strict(tmp_path):
+    pytest.importorskip("mkdocs", reason="mkdocs is not installed (pip install .[docs])")
+    pytest.importorskip("mkdocstrings", reason="mkdocstrings is not installed (pip install .[docs])")
+    pytest.importorskip("material", reason="mkdocs-material is not installed (pip install .[docs])")
+    env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
+    proc = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"mkdocs build --strict failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+    assert (tmp_path / "site" / "index.html").is_file()
+    if shutil.which("git") and (ROOT / ".git").exists():  # the build must not write into the working tree
+        assert not (ROOT / "docs" / "site").exists()
