@@ -157,7 +157,7 @@ def mnist_bpd(
     Returns:
         ``{steps, bits_per_dim, bits_per_dim_stderr, n_eval, train_seconds, eval_seconds, examples_per_s}``.
     """
-    from scoresde.cli import dequantization_range
+    from scoresde.data import dequantization_range
 
     data_dir = data_dir or str(ROOT.parent / "shared" / "data")
     with tempfile.TemporaryDirectory() as tmp:

@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 import torch
 
 import scoresde
-from scoresde.data import get_dataset, resolve_mnist_dir, to_levels
+from scoresde.data import dequantization_range, get_dataset, resolve_mnist_dir, to_levels
 from scoresde.errors import DataError
 from scoresde.training import TrainConfig, Trainer, load_model
 from scoresde.training.plotting import image_grid
@@ -94,14 +94,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     # 3. bits/dim of test images: exact likelihood of the probability-flow ODE, Hutchinson trace,
     #    uniform dequantization. The data put grey level k at -1 + 2k/255, so the dequantization bins
-    #    of width w = 2/255 are centred there: data_range = (-1 - w/2, 1 + w/2).
+    #    of width w = 2/255 are centred there: data_range = (-1 - w/2, 1 + w/2) = dequantization_range.
     test = get_dataset("mnist", data_dir=args.data_dir, split="test", n=2 if quick else 16)
     levels, (lo, hi) = test.discrete_levels, test.data_range
-    w = (hi - lo) / (levels - 1)
     x_int = to_levels(test.data, levels, (lo, hi)).to(args.device)
     options = dict(method="euler", steps=4) if quick else dict(rtol=1e-3, atol=1e-3)
     t0 = time.perf_counter()
-    bpd = scoresde.bits_per_dim(sde, score, x_int, levels=levels, data_range=(lo - w / 2, hi + w / 2),
+    bpd = scoresde.bits_per_dim(sde, score, x_int, levels=levels, data_range=dequantization_range(levels, (lo, hi)),
                                 trace="hutchinson", **options,
                                 generator=torch.Generator(device=args.device).manual_seed(args.seed))
     print(f"bits/dim on {x_int.shape[0]} test images: {bpd.mean:.3f} +- {bpd.mean_stderr:.3f} "

@@ -5,6 +5,7 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 """
 
 from . import errors
+from ._utils import append_dims
 from .errors import (
     DataError, IncompatibleSDEError, IntegrationError, NonFiniteError, ScoreSDEError, ShapeError,
     TimeRangeError, UnknownSolverError,
@@ -17,6 +18,7 @@ from .likelihood import LikelihoodResult, BitsPerDimResult, log_likelihood, bits
 __version__ = "0.1.0"
 
 __all__ = [
+    "append_dims",
     "SDE", "ReverseSDE", "VPSDE", "SubVPSDE", "VESDE",
     "NetworkScore", "as_score_fn", "tweedie_denoise",
     "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",

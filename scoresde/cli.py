@@ -397,7 +397,7 @@ def _likelihood_data(args: argparse.Namespace):
 def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import to_levels
+    from .data import dequantization_range, to_levels
     from .errors import ShapeError
     from .likelihood import bits_per_dim, log_likelihood
     from .training import load_model
@@ -454,18 +454,6 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}))
     return 0
-
-
-def dequantization_range(levels: int, data_range: Sequence[float]) -> tuple:
-    """The ``data_range`` for :func:`scoresde.bits_per_dim` that matches the data's level map.
-
-    The data put level ``k`` at ``lo + w k`` with ``w = (hi - lo) / (levels - 1)``; the bins of
-    width ``w`` centred there tile ``[lo - w/2, hi + w/2)``, and dequantizing into those bins is
-    ``bits_per_dim`` with ``data_range = (lo - w/2, hi + w/2)``.
-    """
-    lo, hi = (float(v) for v in data_range)
-    w = (hi - lo) / (levels - 1)
-    return (lo - w / 2, hi + w / 2)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.cli import dequantization_range, main
-from scoresde.data import get_dataset, to_levels
+from scoresde.cli import main
+from scoresde.data import dequantization_range, get_dataset, to_levels
 from scoresde.likelihood import bits_per_dim, log_likelihood
 from scoresde.training import load_model
 from scoresde.training.checkpoint import load_checkpoint

@@ -88,6 +88,23 @@ def to_levels(x: Tensor, levels: int = 256, data_range: Tuple[float, float] = DE
     return k.to(torch.uint8 if levels <= 256 else torch.int64)
 
 
+def dequantization_range(levels: int, data_range: Tuple[float, float] = DEFAULT_RANGE) -> Tuple[float, float]:
+    """The ``data_range`` to give :func:`scoresde.bits_per_dim` for data mapped by :func:`to_model_range`.
+
+    :func:`to_model_range` puts level ``k`` at ``lo + w k`` with ``w = (hi - lo) / (levels - 1)``.
+    The dequantization bins of width ``w`` centred on those values tile
+    ``[lo - w/2, hi + w/2)``, so bits/dim of a model trained on such data are computed with
+    ``data_range = (lo - w/2, hi + w/2)``: for 8-bit data on ``[-1, 1]``, ``(-1 - 1/255, 1 + 1/255)``.
+
+    Example:
+        >>> dequantization_range(256, (-1.0, 1.0))
+        (-1.003921568627451, 1.003921568627451)
+    """
+    levels, lo, hi = _check_levels(levels, data_range)
+    w = (hi - lo) / (levels - 1)
+    return (lo - w / 2, hi + w / 2)
+
+
 @dataclass(eq=False)
 class Dataset(torch.utils.data.Dataset):
     """An in-memory data set in the model's range.
@@ -199,7 +216,7 @@ def _check_n(x: Tensor, n: Optional[int], name: str) -> Tensor:
 
 
 __all__ = [
-    "Dataset", "get_dataset", "to_model_range", "to_levels",
+    "Dataset", "get_dataset", "to_model_range", "to_levels", "dequantization_range",
     "toy_data", "toy_gmm", "TOY_DATASETS",
     "load_array", "read_array", "NPZ_KEYS",
     "load_mnist", "read_idx", "resolve_mnist_dir", "MNIST_DATASETS", "MNIST_MD5", "SPLITS",
