@@ -7,13 +7,19 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 from . import errors
 from ._utils import append_dims
 from .errors import (
-    DataError, IncompatibleSDEError, IntegrationError, NonFiniteError, ScoreSDEError, ShapeError,
-    TimeRangeError, UnknownSolverError,
+    DataError,
+    IncompatibleSDEError,
+    IntegrationError,
+    NonFiniteError,
+    ScoreSDEError,
+    ShapeError,
+    TimeRangeError,
+    UnknownSolverError,
 )
+from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
-from .sde import SDE, ReverseSDE, SubVPSDE, VESDE, VPSDE
+from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
 from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
-from .likelihood import LikelihoodResult, BitsPerDimResult, log_likelihood, bits_per_dim
 
 __version__ = "0.1.0"
 

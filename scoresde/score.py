@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from typing import Callable, Literal
 
-import torch
 from torch import Tensor, nn
 
 from ._utils import append_dims

@@ -4,9 +4,14 @@ import pytest
 import torch
 
 import scoresde
-from scoresde import VPSDE, VESDE
+from scoresde import VESDE, VPSDE
 from scoresde.errors import (
-    IncompatibleSDEError, IntegrationError, NonFiniteError, ScoreSDEError, ShapeError, TimeRangeError,
+    IncompatibleSDEError,
+    IntegrationError,
+    NonFiniteError,
+    ScoreSDEError,
+    ShapeError,
+    TimeRangeError,
     UnknownSolverError,
 )
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import scoresde
-from scoresde import SDE, SubVPSDE, VESDE, VPSDE
+from scoresde import SDE, VESDE, VPSDE, SubVPSDE
 from scoresde.errors import ShapeError, TimeRangeError
 
 SDES = [VPSDE(), SubVPSDE(), VESDE(), VPSDE(beta_min=0.5, beta_max=5.0), VESDE(sigma_min=0.1, sigma_max=3.0)]

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import scoresde
-from scoresde import SDE, SOLVERS, SubVPSDE, VESDE, VPSDE
+from scoresde import SDE, SOLVERS, VESDE, VPSDE, SubVPSDE
 from scoresde.exact import Gaussian, GaussianMixture
 
 Z = 5.0  # standard errors allowed (fixed seeds; ~1e-6 false-alarm rate per statistic)

@@ -2,6 +2,6 @@
 
 from .base import SDE, ReverseSDE, ScoreFn
 from .ve import VESDE
-from .vp import SubVPSDE, VPSDE
+from .vp import VPSDE, SubVPSDE
 
 __all__ = ["SDE", "ReverseSDE", "ScoreFn", "VPSDE", "SubVPSDE", "VESDE"]
