@@ -93,7 +93,8 @@ def extract_blocks(page: Path) -> List[Block]:
 
 
 def doc_pages() -> List[Path]:
-    return sorted(p for p in DOCS.rglob("*.md") if "api" not in p.relative_to(DOCS).parts)
+    """The docs pages with prose and code (the API pages hold only directives), and the README."""
+    return sorted(p for p in DOCS.rglob("*.md") if "api" not in p.relative_to(DOCS).parts) + [ROOT / "README.md"]
 
 
 def runnable(block: Block) -> bool:
@@ -162,7 +163,7 @@ def _run_shell(block: Block, cwd: Path) -> None:
                     f"--- stdout\n{proc.stdout[-3000:]}\n--- stderr\n{proc.stderr[-3000:]}")
 
 
-@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(DOCS)) for p in PAGES])
+@pytest.mark.parametrize("page", PAGES, ids=[str(p.relative_to(ROOT)) for p in PAGES])
 def test_page_code_runs(page, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("MPLBACKEND", "Agg")
