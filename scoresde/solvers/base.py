@@ -128,18 +128,18 @@ class Solver:
         """
         B = x.shape[0]
         states = [x] if record else None
-        first_bad = torch.full((), -1, device=x.device, dtype=torch.long)
+        finite = []  # one 0-d bool per step, kept on the device: no synchronisation inside the loop
         for i in range(grid.shape[0] - 1):
             t, t_next = grid[i].expand(B), grid[i + 1].expand(B)
             x = self.step(ctx, x, t, t_next)
-            bad = ~torch.isfinite(x).all()
-            first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, i), first_bad)
+            finite.append(torch.isfinite(x).all())
             if states is not None:
                 states.append(x)
             if callback is not None:
                 callback(i, grid[i + 1], x)
-        i = int(first_bad)
-        if i >= 0:
+        bad = (~torch.stack(finite)).nonzero() if finite else []
+        if len(bad):
+            i = int(bad[0])
             raise NonFiniteError(
                 f"solver {self.name!r}: non-finite values appeared at step {i} "
                 f"(t = {float(grid[i]):.6g} -> {float(grid[i + 1]):.6g}); "
