@@ -256,11 +256,7 @@ def ddpm_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
     Raises:
         ValueError: if ``model`` is not an ``eps``-parameterised network or a weighting is given.
     """
-    if getattr(model, "parameterization", None) != "eps":
-        raise ValueError("ddpm_loss needs a NetworkScore with parameterization='eps'")
-    if kwargs.pop("weighting", "std2") != "std2" or kwargs.pop("importance_sampling", False):
-        raise ValueError("ddpm_loss uses weighting='std2' without importance sampling; call dsm_loss for others")
-    return dsm_loss(sde, model, x0, weighting="std2", **kwargs)
+    return _std2_special_case("ddpm_loss", "eps", sde, model, x0, kwargs)
 
 
 def ncsn_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
@@ -274,10 +270,15 @@ def ncsn_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
     Raises:
         ValueError: if ``model`` is not a ``score``-parameterised network or a weighting is given.
     """
-    if getattr(model, "parameterization", None) != "score":
-        raise ValueError("ncsn_loss needs a NetworkScore with parameterization='score'")
+    return _std2_special_case("ncsn_loss", "score", sde, model, x0, kwargs)
+
+
+def _std2_special_case(name: str, parameterization: str, sde: SDE, model: Any, x0: Tensor, kwargs: dict) -> Tensor:
+    """:func:`dsm_loss` with std^2 weighting for a ``parameterization`` network (DDPM and NCSN losses)."""
+    if getattr(model, "parameterization", None) != parameterization:
+        raise ValueError(f"{name} needs a NetworkScore with parameterization={parameterization!r}")
     if kwargs.pop("weighting", "std2") != "std2" or kwargs.pop("importance_sampling", False):
-        raise ValueError("ncsn_loss uses weighting='std2' without importance sampling; call dsm_loss for others")
+        raise ValueError(f"{name} uses weighting='std2' without importance sampling; call dsm_loss for others")
     return dsm_loss(sde, model, x0, weighting="std2", **kwargs)
 
 
