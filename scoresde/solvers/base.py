@@ -160,8 +160,9 @@ def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tenso
         p = next(iter(params()), None) if callable(params) else None
         if device is None:
             device = p.device if p is not None else torch.device("cpu")
-        if dtype is None:
-            dtype = p.dtype if (p is not None and p.is_floating_point()) else torch.get_default_dtype()
+        if dtype is None:  # a half-precision network still gets a float32 sampler state
+            full = p is not None and p.dtype in (torch.float32, torch.float64)
+            dtype = p.dtype if full else torch.get_default_dtype()
     return torch.device(device), dtype
 
 
