@@ -33,7 +33,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel, randn_like
-from .errors import IncompatibleSDEError, ShapeError
+from .errors import DataError, IncompatibleSDEError, ShapeError
 from .sde.base import SDE
 
 WEIGHTINGS = ("std2", "likelihood")
@@ -212,6 +212,14 @@ def dsm_loss(
     """
     _check_options(sde, weighting, importance_sampling, eps, reduction)
     check_batch(x0, "x0")
+    if not x0.is_floating_point():
+        raise DataError(f"x0 must be a floating-point tensor, got {x0.dtype}; convert the data first (e.g. to_model_range)")
+    if x0.ndim < 2:
+        raise ShapeError(f"x0 must have shape [B, *event] with at least one event dim, got {tuple(x0.shape)}")
+    # x0- and std-scaled score networks divide by std(t), which vanishes at t = 0
+    needs_positive_t = getattr(model, "parameterization", "eps") == "x0" or getattr(model, "scale_by_std", False)
+    if needs_positive_t and not eps > 0:
+        raise ValueError(f"a {model.parameterization!r}-parameterised model needs eps > 0 (it divides by std(t))")
     B = x0.shape[0]
     if t is None:
         if importance_sampling:
@@ -222,6 +230,8 @@ def dsm_loss(
         if importance_sampling:
             raise ValueError("t cannot be given together with importance_sampling=True (the sampler draws t)")
         t = as_time(t, x0, sde.T)
+        if needs_positive_t and bool((t <= 0).any()):
+            raise ValueError(f"a {model.parameterization!r}-parameterised model needs t > 0 (it divides by std(t))")
     if noise is None:
         noise = randn_like(x0, generator)  # eps ~ N(0, I)
     elif noise.shape != x0.shape:

@@ -416,3 +416,21 @@ def test_loss_stays_finite_at_tiny_times():
         for weighting in ("std2", "likelihood"):
             val = dsm_loss(sde, NetworkScore(net, sde, par), x0, t=t, weighting=weighting)
             assert torch.isfinite(val), (par, weighting)
+
+
+def test_dsm_loss_rejects_bad_data_and_times_that_would_divide_by_zero():
+    from scoresde.errors import DataError
+
+    sde = VPSDE()
+    x0_model = NetworkScore(MLP(2, hidden=8), sde, "x0")
+    with pytest.raises(DataError, match="floating-point"):
+        dsm_loss(sde, x0_model, torch.ones(4, 2, dtype=torch.long))
+    with pytest.raises(ShapeError, match="event dim"):
+        dsm_loss(sde, x0_model, torch.ones(4))
+    with pytest.raises(ValueError, match="eps > 0"):
+        dsm_loss(sde, x0_model, torch.ones(4, 2), eps=0.0)
+    with pytest.raises(ValueError, match="t > 0"):
+        dsm_loss(sde, x0_model, torch.ones(4, 2), t=torch.zeros(4))
+    # an eps-parameterised model is finite at t = 0
+    eps_model = NetworkScore(MLP(2, hidden=8), sde, "eps")
+    assert torch.isfinite(dsm_loss(sde, eps_model, torch.ones(4, 2), t=torch.zeros(4)))

@@ -141,3 +141,19 @@ def test_solver_refuses_sde_without_kernel():
     # and the kernel-free solvers serve it (no denoising step by default)
     x = scoresde.sample(OnlyDynamics(), good_score, (2, 2), solver="euler_maruyama", steps=3)
     assert x.shape == (2, 2)
+
+
+@pytest.mark.parametrize("steps", [2.5, True, -1, "3"])
+def test_steps_must_be_a_positive_integer(steps):
+    with pytest.raises((ValueError, TypeError), match="positive integer|steps"):
+        scoresde.sample(VPSDE(), good_score, (2, 2), steps=steps)
+
+
+def test_annealed_langevin_grid_starts_at_T_even_with_one_level():
+    from scoresde.solvers.langevin import AnnealedLangevin
+
+    for levels in [1, 2, 5]:
+        grid = AnnealedLangevin().time_grid(VESDE(), levels, 1e-3, torch.device("cpu"), torch.float64)
+        assert grid.shape == (levels + 1,)
+        assert float(grid[0]) == 1.0 and abs(float(grid[-1]) - 1e-3) < 1e-15
+        assert torch.all(grid[1:-1] <= 1.0) and torch.all(grid[:-1] >= grid[1:])

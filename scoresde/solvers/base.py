@@ -247,9 +247,11 @@ def solve(
     device, dtype = _infer_device_dtype(score_fn, device, dtype, x_init)
     if not dtype.is_floating_point:
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    steps = solver_obj.default_steps if steps is None else int(steps)
-    if steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps}")
+    if steps is None:
+        steps = solver_obj.default_steps
+    elif isinstance(steps, bool) or int(steps) != steps or steps < 1:
+        raise ValueError(f"steps must be a positive integer, got {steps!r}")
+    steps = int(steps)
     eps = solver_obj.default_eps if eps is None else float(eps)
     if not (0.0 < eps < sde.T):
         raise TimeRangeError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")

@@ -148,7 +148,8 @@ class AnnealedLangevin(Solver):
     """Annealed Langevin dynamics of NCSN (Song & Ermon 2019, Algorithm 1).
 
     A ladder of ``steps`` noise levels, geometric in the noise-to-signal ratio ``std/scale`` from
-    ``t = T`` down to ``t = eps`` (for VE: ``sigma_max`` down to ``sigma(eps)``). At level ``i``
+    ``t = T`` down to ``t = eps`` (for VE: ``std(T) ~ sigma_max`` down to
+    ``std(eps) = sqrt(sigma(eps)^2 - sigma_min^2)``). At level ``i``
     with kernel std ``sigma_i``, ``steps_per_level`` Langevin steps::
 
         alpha_i = step_ratio * sigma_i^2           # NCSN: eps * sigma_i^2 / sigma_L^2
@@ -179,8 +180,9 @@ class AnnealedLangevin(Solver):
         r = sde.noise_to_signal(ends)
         ladder = torch.exp(torch.linspace(float(r[0].log()), float(r[1].log()), steps, dtype=torch.float64))
         times = sde.time_at_noise_to_signal(ladder)
-        times[0], times[-1] = sde.T, eps
-        return torch.cat([times[:1], times]).to(device=device, dtype=dtype)
+        times[0] = sde.T
+        times[-1] = eps  # the last level is eps (with one level, the only level)
+        return torch.cat([torch.tensor([sde.T], dtype=times.dtype), times]).to(device=device, dtype=dtype)
 
     def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
         _, std = ctx.sde.marginal_coeffs(t_next)
