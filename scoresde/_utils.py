@@ -92,10 +92,6 @@ def resolve_shape(shape: Union[Sequence[int], torch.Size]) -> torch.Size:
     return size
 
 
-def default_dtype(dtype: Optional[torch.dtype]) -> torch.dtype:
-    return torch.get_default_dtype() if dtype is None else dtype
-
-
 def seed_from_generator(generator: Optional[torch.Generator]) -> int:
     """Draw a 62-bit integer seed from ``generator`` (or the global RNG when ``None``)."""
     device = generator.device if generator is not None else "cpu"

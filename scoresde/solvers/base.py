@@ -9,7 +9,7 @@ recording, callbacks and the final denoising step.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Type, Union
 
 import torch
@@ -72,7 +72,6 @@ class SolveContext:
     sde: SDE
     score: CountedScore
     generator: Optional[torch.Generator]
-    extras: Dict[str, Any] = field(default_factory=dict)
 
 
 class Solver:
