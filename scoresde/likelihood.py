@@ -30,9 +30,11 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ._utils import batch_sum, check_batch, event_numel, randn
-from .errors import DataError, NonFiniteError, ShapeError, TimeRangeError
+from ._utils import append_dims, batch_sum, check_batch, event_numel, randn
+from .adaptive import TIME_VARIABLES, LogNoiseLevel, odeint_per_sample
+from .errors import DataError, IntegrationError, NonFiniteError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn, reverse_drift
+from .seeding import SeededNoise, SeedsLike, as_seeds, derive_seeds
 from .solvers.base import CountedScore
 from .solvers.odeint import DEFAULT_MAX_STEPS, check_method, odeint_checked
 
@@ -64,6 +66,8 @@ class LikelihoodResult:
             (one draw cannot estimate its own spread).
         probe_delta_log_prob: the integral of each probe's divergence estimate,
             ``[n_probes, B]`` (``[1, B]`` holding the exact integral for the exact trace).
+        nfe_per_sample: with per-sample step control, each point's right-hand-side evaluations,
+            ``[B]`` (``int64``); ``None`` with a shared step (every point then costs ``nfe``).
     """
 
     log_prob: Tensor
@@ -73,6 +77,7 @@ class LikelihoodResult:
     nfe: int
     stderr: Tensor
     probe_delta_log_prob: Tensor
+    nfe_per_sample: Optional[Tensor] = None
 
 
 @dataclass
@@ -116,10 +121,10 @@ class _Divergence:
         self._vectorize = True
         self._cotangents: dict = {}
 
-    def __call__(self, v: Tensor, x: Tensor) -> Tensor:
+    def __call__(self, v: Tensor, x: Tensor, index: Optional[Tensor] = None) -> Tensor:
         B = x.shape[0]
         if self.trace == "hutchinson":
-            e = self.probes
+            e = self.probes if index is None else self.probes.index_select(1, index)  # the probes of the samples in x
             if not v.requires_grad:  # v does not depend on x
                 return v.new_zeros(e.shape[0], B)
             # e^T (dv/dx) e for every probe: one batched VJP e^T J, then a dot product with e.
@@ -134,13 +139,13 @@ class _Divergence:
         for i0 in range(0, D, self.chunk_size):
             i1 = min(D, i0 + self.chunk_size)
             idx = torch.arange(i1 - i0, device=x.device)
-            cot = self._cotangents.get(i0) if cache else None
+            cot = self._cotangents.get((i0, B)) if cache else None
             if cot is None:  # e_i for i in [i0, i1), repeated over the batch: [i1 - i0, B, *event]
                 cot = v.new_zeros(i1 - i0, B, D)
                 cot[idx, :, i0 + idx] = 1
                 cot = cot.reshape(i1 - i0, *x.shape)
                 if cache:
-                    self._cotangents[i0] = cot
+                    self._cotangents[(i0, B)] = cot
             eJ = self._vjp(v, x, cot, retain_last=i1 < D).reshape(i1 - i0, B, D)
             div = div + eJ[idx, :, i0 + idx].sum(0)  # J_ii for i in the chunk
         return div.unsqueeze(0)
@@ -236,6 +241,9 @@ def log_likelihood(
     score_dtype: Optional[torch.dtype] = None,
     max_steps: Optional[int] = DEFAULT_MAX_STEPS,
     steps: Optional[int] = None,
+    seeds: Optional[SeedsLike] = None,
+    step_control: Optional[str] = None,
+    time_variable: str = "t",
 ) -> LikelihoodResult:
     """Log-likelihood of data under a score model through the probability-flow ODE.
 
@@ -278,6 +286,17 @@ def log_likelihood(
         max_steps: cap on the number of adaptive steps, accepted or rejected (``None``: no cap).
         steps: number of uniform steps for a fixed-step method (default 100); not allowed with
             an adaptive method.
+        seeds: one integer per data point, ``[B]`` (tensor, list of ints or range), instead of
+            ``generator``: point ``i``'s probes depend on ``seeds[i]`` only (and, with per-sample
+            step control, its whole result on ``x[i]`` and ``seeds[i]`` only), whatever the batch.
+        step_control: ``"shared"`` (one adaptive step for the batch, torchdiffeq), ``"per_sample"``
+            (each point its own Dormand–Prince 5(4) step and error norm, batched:
+            :func:`scoresde.adaptive.odeint_per_sample`; the batch costs the sum, not ``B x`` the
+            maximum, of the points' NFEs; ``method="dopri5"`` only) or ``None`` (default):
+            per-sample when ``seeds`` are given, shared otherwise. ``nfe`` then counts batched calls
+            and ``nfe_per_sample`` each point's evaluations.
+        time_variable: ``"t"`` (default) or ``"log_sigma"``: integrate in ``u = log sigma(t)``, the log
+            noise level (SDEs with a closed-form kernel).
 
     Returns:
         A :class:`LikelihoodResult` with ``log_prob`` ``[B]`` in nats.
@@ -336,6 +355,18 @@ def log_likelihood(
         raise ValueError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
     if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
         raise ValueError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
+    if seeds is not None and generator is not None:
+        raise ValueError("give either generator (one stream for the batch) or seeds (one per data point), not both")
+    noise = None if seeds is None else SeededNoise(as_seeds(seeds, x.shape[0]))
+    if step_control not in (None, "shared", "per_sample"):
+        raise ValueError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
+    per_sample = step_control == "per_sample" or (step_control is None and seeds is not None and method == "dopri5")
+    if per_sample and method != "dopri5":
+        raise ValueError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
+    if time_variable not in TIME_VARIABLES:
+        raise ValueError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
+    if time_variable != "t" and not sde.has_kernel:
+        raise ValueError(f"time_variable={time_variable!r} needs an SDE with a closed-form kernel; use 't'")
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)
@@ -344,7 +375,10 @@ def log_likelihood(
     # ---------------------------------------------------------------- divergence
     if trace == "hutchinson":
         shape = (n_probes, *x.shape)
-        if probe == "rademacher":
+        if noise is not None:  # probe k of point i from (seeds[i], k): the same in any batch
+            draw = noise.rademacher if probe == "rademacher" else noise.randn
+            probes = torch.stack([draw(x.shape, device, dtype, stream="probe", counter=k) for k in range(n_probes)])
+        elif probe == "rademacher":
             probes = _rademacher(shape, generator, device, dtype)
         else:
             probes = randn(shape, generator=generator, device=device, dtype=dtype)
@@ -365,17 +399,56 @@ def log_likelihood(
         monitor.update(t, v, d)
         return v.detach(), d.detach()
 
+    change = LogNoiseLevel(sde, eps, T) if time_variable == "log_sigma" else None
+    if change is not None:  # d[x, delta]/du = d[x, delta]/dt * dt/du, u = log sigma(t)
+        rhs_t = rhs
+
+        def rhs(u: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:  # noqa: F811
+            t = change.time(u.to(torch.float64).reshape(1))
+            v, d = rhs_t(t[0].to(dtype), state)
+            c = change.dt_du(t).to(dtype)[0]
+            return v * c, d * c
+
     # ---------------------------------------------------------------- integration
-    t_span = torch.tensor([eps, T], device=device, dtype=dtype)
-    delta0 = torch.zeros(n_probes, B, device=device, dtype=dtype)
-    grid = None if adaptive else torch.linspace(eps, T, (steps or 100) + 1, device=device, dtype=dtype)
-    with torch.no_grad():
-        xs, deltas = odeint_checked(rhs, (x.detach(), delta0), t_span, method, rtol=rtol, atol=atol, max_steps=max_steps,
-                                    grid=grid, on_failure=lambda: monitor.raise_if_bad(method))
+    nfe_per_sample = None
+    if per_sample:
+        def rhs_b(tv: Tensor, state: Tuple[Tensor, Tensor], idx: Tensor) -> Tuple[Tensor, Tensor]:
+            t = tv if change is None else change.time(tv)
+            tb = t.to(dtype).clamp(eps, T)
+            with torch.enable_grad():
+                x_t = state[0].detach().requires_grad_(True)
+                v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)
+                d = div(v, x_t, idx)  # [n, b]
+            monitor.update(tb.amin(), v, d)
+            if change is not None:
+                c = change.dt_du(t.to(torch.float64)).to(dtype)
+                return v.detach() * append_dims(c, v.ndim), d.detach().T * c[:, None]
+            return v.detach(), d.detach().T
+
+        lo, hi = (eps, T) if change is None else (change.u_lo, change.u_hi)
+        with torch.no_grad():
+            try:
+                res = odeint_per_sample(rhs_b, (x.detach(), x.new_zeros(B, n_probes)), lo, hi, rtol=rtol, atol=atol,
+                                        max_steps=max_steps)
+            except (IntegrationError, NonFiniteError):
+                monitor.raise_if_bad(method)
+                raise
+        z, probe_delta = res.y[0], res.y[1].T
+        nfe_per_sample = res.nfe
+    else:
+        t_span = torch.tensor([eps, T], device=device, dtype=dtype)
+        if change is not None:
+            t_span = torch.tensor([change.u_lo, change.u_hi], device=device, dtype=dtype)
+        delta0 = torch.zeros(n_probes, B, device=device, dtype=dtype)
+        grid = None if adaptive else torch.linspace(float(t_span[0]), float(t_span[1]), (steps or 100) + 1, device=device,
+                                                    dtype=dtype)
+        with torch.no_grad():
+            xs, deltas = odeint_checked(rhs, (x.detach(), delta0), t_span, method, rtol=rtol, atol=atol,
+                                        max_steps=max_steps, grid=grid, on_failure=lambda: monitor.raise_if_bad(method))
+        z = xs[-1]
+        probe_delta = deltas[-1]  # [n, B]: int_eps^T (estimate of) div v dt for each probe
 
     # ---------------------------------------------------------------- change of variables
-    z = xs[-1]
-    probe_delta = deltas[-1]  # [n, B]: int_eps^T (estimate of) div v dt for each probe
     prior_log_prob = sde.prior_log_prob(z)
     delta_log_prob = probe_delta.mean(0)
     log_prob = prior_log_prob + delta_log_prob  # log p_eps(x) = log p_T(z) + int div v dt
@@ -399,6 +472,7 @@ def log_likelihood(
         nfe=score.nfe,
         stderr=stderr,
         probe_delta_log_prob=probe_delta,
+        nfe_per_sample=nfe_per_sample,
     )
 
 
@@ -412,6 +486,7 @@ def bits_per_dim(
     repeats: int = 1,
     generator: Optional[torch.Generator] = None,
     dtype: Optional[torch.dtype] = None,
+    seeds: Optional[SeedsLike] = None,
     **likelihood_options: Any,
 ) -> BitsPerDimResult:
     """Bits per dimension of discrete data under a score model, by uniform dequantization.
@@ -443,6 +518,10 @@ def bits_per_dim(
         data_range: ``(lo, hi)`` with ``lo < hi``: the interval the model's data live in.
         repeats: number of independent dequantization (and probe) draws averaged.
         generator: source of the dequantization noise and of the probes.
+        seeds: one integer per data point, ``[B]``, instead of ``generator``: repeat ``r`` of point
+            ``i`` draws its dequantization noise and probes from ``(seeds[i], r)`` only, and the
+            likelihood steps each point on its own (see :func:`log_likelihood`), so point ``i``'s
+            result does not depend on its batch.
         dtype: floating dtype of the dequantized data and of the ODE state (default: torch's
             default dtype).
         **likelihood_options: passed to :func:`log_likelihood` (``eps``, ``method``, ``rtol``,
@@ -481,6 +560,9 @@ def bits_per_dim(
         raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if "generator" in likelihood_options or "x" in likelihood_options:
         raise ValueError("pass generator to bits_per_dim itself; x is built from x_int")
+    if seeds is not None and generator is not None:
+        raise ValueError("give either generator (one stream for the batch) or seeds (one per data point), not both")
+    seeds = None if seeds is None else as_seeds(seeds, x_int.shape[0])
     k_min, k_max = int(x_int.min()), int(x_int.max())
     if k_min < 0 or k_max >= levels:
         raise DataError(f"x_int must lie in [0, levels) = [0, {levels}), got values in [{k_min}, {k_max}]")
@@ -491,9 +573,15 @@ def bits_per_dim(
     k = x_int.to(dtype)
     per_repeat, nfe = [], 0
     for _ in range(repeats):
-        u = _uniform(x_int.shape, generator, x_int.device, dtype)  # dequantization noise, U[0, 1)^D
+        if seeds is None:
+            u = _uniform(x_int.shape, generator, x_int.device, dtype)  # dequantization noise, U[0, 1)^D
+            draw: dict = dict(generator=generator)
+        else:  # repeat r of point i: its own seed
+            rs = derive_seeds(seeds, len(per_repeat))
+            u = SeededNoise(rs).uniform(x_int.shape, x_int.device, dtype, stream="dequantize", counter=0)
+            draw = dict(seeds=rs)
         x = lo + delta * (k + u)  # affine map of v = k + u in [0, L) to [lo, hi)
-        res = log_likelihood(sde, score_fn, x, generator=generator, **likelihood_options)
+        res = log_likelihood(sde, score_fn, x, **draw, **likelihood_options)
         per_repeat.append(-(res.log_prob + log_jacobian) / (D * math.log(2.0)))
         nfe += res.nfe
     per = torch.stack(per_repeat)  # [repeats, B]

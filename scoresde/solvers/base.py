@@ -101,21 +101,30 @@ class SampleResult:
         nfe: number of score evaluations (batched calls), the final denoising step included.
         times: the solver's time grid, ``[steps + 1]``, from ``T`` (or the start of a given grid) down to ``eps``.
         trajectory: states on ``times``, ``[steps + 1, B, *event]``, when recorded, else ``None``.
+        log_prob: with ``return_log_prob=True`` (probability-flow ODE), each sample's model
+            log-density ``log p_eps(samples)`` in nats, ``[B]``; else ``None``.
     """
 
     samples: Tensor
     nfe: int
     times: Tensor
     trajectory: Optional[Tensor] = None
+    log_prob: Optional[Tensor] = None
 
 
 @dataclass
 class SolveContext:
-    """Everything a step may need beyond the state: the SDE, the counted score and the noise source."""
+    """Everything a step may need beyond the state: the SDE, the counted score and the noise source.
+
+    ``return_log_prob`` asks a solver that supports it (``supports_log_prob``) to integrate the
+    divergence along the trajectory and store ``log p_eps`` ``[B]`` in ``log_prob``.
+    """
 
     sde: SDE
     score: CountedScore
     noise: Any
+    return_log_prob: bool = False
+    log_prob: Optional[Tensor] = None
 
     @property
     def generator(self) -> Optional[torch.Generator]:
@@ -138,7 +147,8 @@ class Solver:
     * ``requires_kernel``: whether it needs the SDE's closed-form Gaussian kernel;
     * ``adaptive``: whether it chooses its own steps (then a grid only sets the output times);
     * ``default_steps``, ``default_eps`` and ``default_grid``: used when :func:`scoresde.solve` gets ``None``;
-    * ``denoise_default``: whether the final Tweedie denoising step is on by default.
+    * ``denoise_default``: whether the final Tweedie denoising step is on by default;
+    * ``supports_log_prob``: whether it can return each sample's log-density (``return_log_prob``).
     """
 
     name: ClassVar[str] = ""
@@ -150,6 +160,7 @@ class Solver:
     default_eps: ClassVar[float] = 1e-3
     default_grid: ClassVar[str] = "uniform"
     denoise_default: ClassVar[bool] = True
+    supports_log_prob: ClassVar[bool] = False
 
     def check_sde(self, sde: SDE) -> None:
         """Raise :class:`IncompatibleSDEError` if this solver cannot serve ``sde``."""

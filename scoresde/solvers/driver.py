@@ -19,6 +19,7 @@ from .._validation import finite_float, positive_int
 from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError, TimeRangeError, UnknownSolverError
 from ..score import ScoreFn, tweedie_denoise
 from ..sde.base import SDE
+from ..seeding import SeededNoise, SeedsLike, as_seeds
 from .base import Callback, CountedScore, GeneratorNoise, SampleResult, SolveContext, Solver
 from .grids import GRIDS, TimeGrid
 from .registry import SOLVERS
@@ -144,6 +145,8 @@ def solve(
     x_init: Optional[Tensor] = None,
     record_trajectory: bool = False,
     callback: Optional[Callback] = None,
+    seeds: Optional[SeedsLike] = None,
+    return_log_prob: bool = False,
     **solver_options: Any,
 ) -> SampleResult:
     """Sample from the model by integrating backwards from the prior; return samples and statistics.
@@ -168,6 +171,15 @@ def solve(
         x_init: start from this ``[B, *event]`` tensor at the grid's first time instead of a prior draw.
         record_trajectory: keep the states on the time grid in :attr:`SampleResult.trajectory`.
         callback: called as ``callback(i, t_next, x)`` after every step.
+        seeds: one integer seed per sample, ``[B]`` (a tensor, a list of ints or a range), instead of
+            ``generator``: every draw (prior, solver noise, Brownian motion) of sample ``i`` is a
+            function of ``seeds[i]`` only, so sample ``i`` is the same in any batch, in any order and
+            on any number of processes (see :class:`scoresde.seeding.SeededNoise`). The adaptive
+            probability-flow ODE then steps each sample on its own (per-sample step control).
+        return_log_prob: also integrate the divergence along the trajectory and return each sample's
+            model log-density in :attr:`SampleResult.log_prob` (solvers with ``supports_log_prob``:
+            the probability-flow ODE). Implies ``denoise=False`` (the density is that of the samples
+            returned, at ``eps``).
         **solver_options: passed to the solver class when ``solver`` is a name or class.
 
     Returns:
@@ -182,7 +194,9 @@ def solve(
         ValueError: ``steps`` that is not a positive integer; ``steps``/``grid`` with an adaptive
             solver that chooses its own steps (unless recording the trajectory or calling back).
         TypeError: a ``generator`` that is not a ``torch.Generator``, a non-floating ``dtype``, an
-            ``x_init`` that is not a tensor.
+            ``x_init`` that is not a tensor, ``seeds`` that are not integers.
+        ValueError: both ``generator`` and ``seeds``; ``return_log_prob`` with a solver that cannot
+            return it, with ``denoise=True``, or with a start other than ``T``.
         NonFiniteError: NaN or infinity appeared during sampling.
     """
     solver_obj = make_solver(solver, **solver_options)
@@ -190,6 +204,12 @@ def solve(
     if generator is not None and not isinstance(generator, torch.Generator):
         raise TypeError(
             f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got {generator!r}"
+        )
+    if seeds is not None and generator is not None:
+        raise ValueError("give either generator (one stream for the batch) or seeds (one per sample), not both")
+    if return_log_prob and not solver_obj.supports_log_prob:
+        raise ValueError(
+            f"return_log_prob=True needs a solver that integrates the divergence (solver='ode'); {solver_obj.name!r} cannot"
         )
     if x_init is not None:
         if isinstance(x_init, np.ndarray):
@@ -215,6 +235,12 @@ def solve(
             "or pick a fixed-step method (e.g. method='rk4') to use steps"
         )
     times = _grid_tensor(solver_obj, sde, grid, steps, eps, shape, start_at_T=x_init is None)
+    if return_log_prob:
+        if denoise:
+            raise ValueError("return_log_prob=True gives the density of the undenoised samples at eps; pass denoise=False or leave it")
+        if abs(float(times[0]) - float(sde.T)) > 1e-9 * float(sde.T):
+            raise ValueError("return_log_prob=True needs the trajectory to start at T (the prior), not at a later x_init time")
+        denoise = False
     if denoise is None:
         denoise = solver_obj.denoise_default and sde.has_kernel
     elif denoise and not sde.has_kernel:
@@ -223,8 +249,8 @@ def solve(
         )
 
     score = CountedScore(score_fn)
-    noise = GeneratorNoise(generator)
-    ctx = SolveContext(sde=sde, score=score, noise=noise)
+    noise = GeneratorNoise(generator) if seeds is None else SeededNoise(as_seeds(seeds, shape[0]))
+    ctx = SolveContext(sde=sde, score=score, noise=noise, return_log_prob=bool(return_log_prob))
     with torch.no_grad():
         if x_init is None:
             x = noise.prior(sde, shape, device, dtype)
@@ -237,7 +263,7 @@ def solve(
             if not bool(torch.isfinite(x).all()):
                 raise NonFiniteError(f"non-finite values after the final denoising step at t = {float(grid_t[-1]):.6g}")
     trajectory = torch.stack(states) if states is not None else None
-    return SampleResult(samples=x, nfe=score.nfe, times=grid_t, trajectory=trajectory)
+    return SampleResult(samples=x, nfe=score.nfe, times=grid_t, trajectory=trajectory, log_prob=ctx.log_prob)
 
 
 def sample(
@@ -251,7 +277,7 @@ def sample(
     dtype: Optional[torch.dtype] = None,
     **options: Any,
 ) -> Tensor:
-    """Draw samples ``[B, *event]`` from the model; see :func:`solve` for every argument.
+    """Draw samples ``[B, *event]`` from the model; see :func:`solve` for every argument (``seeds=`` included).
 
     Example:
         >>> import torch, scoresde

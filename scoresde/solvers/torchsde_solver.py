@@ -41,6 +41,55 @@ class _ReverseInForwardTime(nn.Module):
         return self.ctx.sde.diffusion(t)[:, None].expand_as(y)
 
 
+class PerSampleBrownian(torchsde.BaseBrownian):
+    """One ``torchsde.BrownianInterval`` per sample, each seeded by its own integer: a batch-invariant Brownian motion.
+
+    torchsde's ``BrownianInterval`` draws the whole batch from one seed, so sample ``i``'s path would
+    depend on the batch size. Here sample ``i`` has its own interval of shape ``[1, D]`` seeded by
+    ``seeds[i]``; a query asks every interval and stacks the answers (``B`` small queries per step:
+    negligible next to a network evaluation, noticeable with a cheap closed-form score).
+
+    Args:
+        seeds: one non-negative integer per sample, ``[B]``.
+        t0, t1, size, dtype, device, levy_area_approximation: as for ``torchsde.BrownianInterval``
+            (``size`` is ``(B, D)``).
+    """
+
+    def __init__(self, seeds: Tensor, t0: float, t1: float, size, dtype, device, levy_area_approximation: str = "none"):
+        B, D = size
+        self._paths = [
+            torchsde.BrownianInterval(t0=t0, t1=t1, size=(1, D), dtype=dtype, device=device, entropy=int(s),
+                                      levy_area_approximation=levy_area_approximation)
+            for s in seeds.tolist()
+        ]
+        self._shape, self._dtype, self._device, self._levy = torch.Size((B, D)), dtype, torch.device(device), levy_area_approximation
+
+    def __call__(self, ta, tb=None, return_U=False, return_A=False):
+        parts = [p(ta, tb, return_U=return_U, return_A=return_A) for p in self._paths]
+        if isinstance(parts[0], tuple):
+            return tuple(torch.cat([q[j] for q in parts]) for j in range(len(parts[0])))
+        return torch.cat(parts)
+
+    def __repr__(self) -> str:
+        return f"PerSampleBrownian(batch={self._shape[0]}, dim={self._shape[1]})"
+
+    @property
+    def dtype(self):
+        return self._dtype
+
+    @property
+    def device(self):
+        return self._device
+
+    @property
+    def shape(self):
+        return self._shape
+
+    @property
+    def levy_area_approximation(self):
+        return self._levy
+
+
 class TorchSDE(Solver):
     """Reverse-time SDE through ``torchsde.sdeint`` on a fixed grid of ``steps`` steps.
 
@@ -49,7 +98,9 @@ class TorchSDE(Solver):
             or ``"srk"``.
 
     The Brownian motion is a ``torchsde.BrownianInterval`` seeded from the generator, so the
-    same generator seed gives the same samples.
+    same generator seed gives the same samples. With per-sample seeds (``solve(..., seeds=...)``)
+    each sample gets its own interval (:class:`PerSampleBrownian`), so its path does not depend on
+    the batch.
     """
 
     name = "torchsde"
@@ -72,15 +123,20 @@ class TorchSDE(Solver):
         T = ctx.sde.T
         s_grid = T - grid.double()  # increasing from 0 to T - eps; float64 keeps torchsde's step count exact
         y0 = x.reshape(B, -1)
-        bm = torchsde.BrownianInterval(
-            t0=float(s_grid[0]),
-            t1=float(s_grid[-1]),
-            size=y0.shape,
-            dtype=y0.dtype,
-            device=y0.device,
-            entropy=ctx.noise.seed(),
-            levy_area_approximation="space-time" if self.method == "srk" else "none",
-        )
+        levy = "space-time" if self.method == "srk" else "none"
+        if hasattr(ctx.noise, "sample_seeds"):  # per-sample seeds: one Brownian path per sample
+            bm = PerSampleBrownian(ctx.noise.sample_seeds(), float(s_grid[0]), float(s_grid[-1]), y0.shape, y0.dtype,
+                                   y0.device, levy)
+        else:
+            bm = torchsde.BrownianInterval(
+                t0=float(s_grid[0]),
+                t1=float(s_grid[-1]),
+                size=y0.shape,
+                dtype=y0.dtype,
+                device=y0.device,
+                entropy=ctx.noise.seed(),
+                levy_area_approximation=levy,
+            )
         sde = _ReverseInForwardTime(ctx, event)
         options = {"grad_free": True} if self.method == "milstein" else None
         ds = s_grid.diff()
