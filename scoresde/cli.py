@@ -113,6 +113,13 @@ def _key_value(s: str) -> tuple:
     return k, value
 
 
+def _add_shard_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard-dir", help="folder of the finished chunks, shared by all ranks; a rerun resumes from it "
+                   "(default: OUT.shards)")
+    p.add_argument("--timeout", type=_positive_float, default=600.0,
+                   help="seconds a rank may go silent (died, stopped) before the others exit with an error (default: 600)")
+
+
 # ---------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
     """The ``scoresde`` argument parser with its four sub-commands."""
@@ -179,7 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     s.add_argument("--checkpoint", default="run", help="run directory or checkpoint file (default: run)")
     s.add_argument("--solver", default="ode", choices=sorted(SOLVERS), help="sampler (default: ode)")
-    s.add_argument("--num", type=_positive_int, help="number of samples (default: 1000 vectors, 64 images)")
+    s.add_argument("--num", "--count", dest="num", type=_positive_int,
+                   help="number of samples (default: 1000 vectors, 64 images); under torchrun spell it --count")
     s.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
     s.add_argument("--out", default="samples.npy", help="FILE.npy (raw model-space array) or FILE.png (figure)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
@@ -188,6 +196,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, help="solver steps (solver default when omitted)")
     s.add_argument("--eps", type=_positive_float, help="final time of the reverse process")
     s.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
+    s.add_argument("--seeds", help="per-sample seeds A-B (inclusive) or A:B: sample i is a function of its seed only, "
+                   "the same in any batch; sharded over the ranks under torchrun")
+    _add_shard_options(s)
     g = s.add_argument_group("solver options (each only for the solvers that take it)")
     g.add_argument("--snr", type=_positive_float, help="Langevin corrector signal-to-noise ratio (pc, langevin)")
     g.add_argument("--corrector-steps", type=_nonneg_int, help="Langevin steps per time step (pc, langevin)")
@@ -212,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--checkpoint", default="run", help="run directory or checkpoint file (default: run)")
     lk.add_argument("--data", required=True, help="PATH.npy/.npz, mnist, fashion-mnist or a toy set name (its test split)")
     lk.add_argument("--data-dir", help="folder with the MNIST-family files")
-    lk.add_argument("--num", type=_positive_int, help="evaluate the first NUM examples (default: all)")
+    lk.add_argument("--num", "--count", dest="num", type=_positive_int,
+                    help="evaluate the first NUM examples (default: all); under torchrun spell it --count")
     lk.add_argument("--trace", choices=["exact", "hutchinson"], default="exact", help="divergence estimator (default: exact)")
     lk.add_argument("--n-probes", type=_positive_int, default=1, help="Hutchinson probes (default: 1)")
     lk.add_argument("--method", default="dopri5", help="ODE method (default: dopri5)")
@@ -225,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     lk.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     lk.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    lk.add_argument("--out", help="FILE.npy of per-example log-likelihoods (nats; bits/dim for discrete data): seeds each "
+                    "example by --seed + index and steps it on its own, so the numbers do not depend on the batch; "
+                    "sharded over the ranks under torchrun (where this mode is implied)")
+    _add_shard_options(lk)
 
     # ---- demo
     d = sub.add_parser(
@@ -346,6 +362,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() not in (".npy", ".png"):
         raise UserError(f"--out must end in .npy or .png, got {args.out!r}")
     opts = _solver_options(args, args.solver)
+    if args.seeds is not None or _launched_sharded():
+        return _sample_sharded(args, out, opts)
     device = _device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
     event = tuple(cfg.event_shape)
@@ -393,6 +411,65 @@ def _likelihood_data(args: argparse.Namespace):
     return ds
 
 
+def _launched_sharded() -> bool:
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1
+
+
+def _shard_device(name: str):
+    """The device of this rank: ``cuda:LOCAL_RANK`` for auto/cuda under torchrun."""
+    from .training.distributed import resolve_device
+
+    return resolve_device(name, int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -> int:
+    """``sample --seeds A-B``: one sample per seed, the seeds shared among the torchrun ranks."""
+    import numpy as np
+
+    from .seeding import parse_seed_range
+    from .shard import sample_seeds, shard_info
+    from .solvers import make_solver
+    from .training import load_model
+
+    if args.seeds is None:
+        raise UserError("under torchrun, give the seeds to share among the ranks: --seeds A-B (e.g. --seeds 0-49999)")
+    try:
+        seeds = parse_seed_range(args.seeds)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    if args.num is not None and args.num != len(seeds):
+        raise UserError(f"--seeds {args.seeds} gives {len(seeds)} samples but --count says {args.num}; give one")
+    info = shard_info(args.timeout)
+    device = _shard_device(args.device)
+    sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
+    event = tuple(cfg.event_shape)
+    try:
+        solver = make_solver(args.solver, **opts)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"solver {args.solver!r}: {e}") from None
+    folder = Path(args.shard_dir or f"{out}.shards")
+    t0 = time.perf_counter()
+    x = sample_seeds(sde, score, seeds, event, folder, chunk_size=args.batch_size or 256, timeout=args.timeout,
+                     device=device, info=info, solver=solver, steps=args.steps, eps=args.eps,
+                     denoise=False if args.no_denoise else None)
+    if x is None:  # not rank 0
+        return 0
+    seconds = time.perf_counter() - t0
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix.lower() == ".npy":
+        tmp = out.with_name(f".{out.stem}.tmp.npy")
+        np.save(tmp, x.float().numpy())
+        os.replace(tmp, out)
+    else:
+        from .training.plotting import save_samples_figure
+
+        rng = tuple(cfg.data_range) if cfg.data_range else (-1.0, 1.0)
+        save_samples_figure(x.float(), out, title=f"{args.solver}: seeds {args.seeds}", data_range=rng)
+    print(f"wrote {len(seeds)} samples (seeds {args.seeds}) of shape {event} to {out} (solver {args.solver}, "
+          f"{info.world_size} process(es), {seconds:.1f} s; chunks in {folder})")
+    return 0
+
+
 def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
@@ -402,7 +479,14 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     from .training import load_model
     from .training.metrics import mean_and_stderr
 
-    device = _device(args.device)
+    sharded = args.out is not None or _launched_sharded()
+    if sharded:
+        from .shard import shard_info
+
+        info = shard_info(args.timeout)
+        device = _shard_device(args.device)
+    else:
+        device = _device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
     ds = _likelihood_data(args)
     x = ds.data
@@ -416,8 +500,10 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     options = dict(eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol, trace=args.trace)
     if args.trace == "hutchinson":
         options["n_probes"] = args.n_probes
-    gen = torch.Generator(device=device).manual_seed(args.seed)
     levels = ds.discrete_levels
+    if sharded:
+        return _likelihood_sharded(args, sde, score, ds, device, options, info)
+    gen = torch.Generator(device=device).manual_seed(args.seed)
     log_probs, bpds, nfe = [], [], 0
     t0 = time.perf_counter()
     for start in range(0, x.shape[0], args.batch_size):
@@ -455,6 +541,54 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     return 0
 
 
+def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, options: Dict[str, Any], info) -> int:
+    """``likelihood --out FILE.npy`` (implied under torchrun): per-example results, examples shared among the ranks."""
+    import numpy as np
+    import torch
+
+    from .data import dequantization_range, to_levels
+    from .shard import log_likelihood_points
+    from .training.metrics import mean_and_stderr
+
+    out = Path(args.out or "likelihood.npy")
+    if out.suffix.lower() != ".npy":
+        raise UserError(f"--out must end in .npy, got {str(out)!r}")
+    folder = Path(args.shard_dir or f"{out}.shards")
+    x, levels = ds.data, ds.discrete_levels
+    t0 = time.perf_counter()
+    if levels:
+        lo, hi = ds.data_range or (-1.0, 1.0)
+        res = log_likelihood_points(sde, score, to_levels(x, levels, (lo, hi)), folder, seed=args.seed,
+                                    chunk_size=args.batch_size, timeout=args.timeout, device=device, info=info,
+                                    levels=levels, data_range=dequantization_range(levels, (lo, hi)),
+                                    repeats=args.repeats, **options)
+    else:
+        res = log_likelihood_points(sde, score, x.double() if device.type != "mps" else x, folder, seed=args.seed,
+                                    chunk_size=args.batch_size, timeout=args.timeout, device=device, info=info,
+                                    score_dtype=torch.float32, **options)
+    if res is None:  # not rank 0
+        return 0
+    seconds = time.perf_counter() - t0
+    values = res["bits_per_dim"] if levels else res["log_prob"]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.stem}.tmp.npy")
+    np.save(tmp, values.numpy())
+    os.replace(tmp, out)
+    mean, se = mean_and_stderr(values.double())
+    what = "bits/dim" if levels else "log-likelihood (nats)"
+    summary: Dict[str, Any] = {"num": int(x.shape[0]), "trace": args.trace, "data": args.data, "seconds": round(seconds, 3),
+                               "processes": info.world_size, "out": str(out)}
+    if levels:
+        summary.update(bits_per_dim=mean, bits_per_dim_stderr=se, levels=levels)
+    else:
+        summary.update(log_prob_mean=mean, log_prob_stderr=se, nfe_per_example_mean=float(res["nfe"].double().mean()))
+    print(f"{x.shape[0]} examples: mean {what} {mean:.4f} +- {se:.4f}; per-example values in {out} "
+          f"({info.world_size} process(es), {seconds:.1f} s)")
+    if args.json:
+        print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}))
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .training.demo import run_demo
 
@@ -482,7 +616,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     try:
         return COMMANDS[args.command](args)
     except (ScoreSDEError, UserError) as e:
-        if _is_main_process():
+        if _is_main_process() or type(e).__name__ == "ShardError":  # any rank may be the one that sees a dead peer
             print(f"scoresde: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except KeyboardInterrupt:

@@ -26,6 +26,9 @@ def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr
 
     As in the paper's implementation, ``||z||`` and ``||g||`` are per-sample norms averaged over
     the batch: per-sample ratios are unstable in low dimension, where ``||g||`` can be near 0.
+    With per-sample seeds (a batch-invariant noise source) the ratio is taken per sample instead,
+    the one choice under which sample ``i`` does not depend on its batch (sound in high dimension,
+    where ``||z||`` and ``||g||`` concentrate).
 
     Args:
         x: ``[B, *event]``; t, alpha: ``[B]`` (``alpha = a^2`` of the one-step kernel, 1 for VE).
@@ -33,8 +36,9 @@ def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr
     for _ in range(n_steps):
         g = ctx.score(x, t)
         z = ctx.randn_like(x)
-        g_norm = batch_norm_sq(g).sqrt().mean()
-        z_norm = batch_norm_sq(z).sqrt().mean()
+        g_norm, z_norm = batch_norm_sq(g).sqrt(), batch_norm_sq(z).sqrt()
+        if not getattr(ctx.noise, "batch_invariant", False):
+            g_norm, z_norm = g_norm.mean(), z_norm.mean()
         e = append_dims(2 * alpha * (snr * z_norm / g_norm.clamp_min(torch.finfo(x.dtype).tiny)) ** 2, x.ndim)
         x = x + e * g + (2 * e).sqrt() * z
     return x

@@ -1,0 +1,361 @@
+"""Sharded sampling and likelihood over a ``torch.distributed`` process group (launched by ``torchrun``).
+
+A job is a list of items (seeds to sample, data points to evaluate) cut into fixed chunks of
+consecutive items. Chunk ``k`` belongs to rank ``k % world_size``. Each rank solves its chunks on its
+own, with no collective inside a solve (ranks that need different numbers of adaptive steps cannot
+deadlock), and writes every finished chunk atomically (a temporary file, then ``os.replace``) into a
+shared directory. A restarted job skips the chunks already there. When its own chunks are done a rank
+waits for the others' files; every rank keeps a heartbeat file fresh from a background thread, so a
+rank that died or was stopped is named, and the others exit with :class:`ShardError`, once its
+heartbeat is older than ``timeout`` seconds. A final barrier (gloo's ``monitored_barrier``, which names
+a missing rank) has the same timeout. Rank 0 then reads the chunks in order and returns the result.
+
+Because a chunk's content does not depend on which rank computed it (and, with per-sample seeds, each
+item does not depend on its chunk either), the result is the same, bit for bit on CPU, for any number
+of ranks, a single process included.
+
+The shard directory must be visible to every rank (one node, or a shared filesystem).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from .errors import ScoreSDEError
+from .seeding import SeedsLike, as_seeds
+
+__all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points"]
+
+#: Default seconds a rank may go silent (dead or stopped) before the others give up.
+DEFAULT_TIMEOUT = 600.0
+_HEARTBEAT_EVERY = 1.0
+
+
+class ShardError(ScoreSDEError, RuntimeError):
+    """A sharded job cannot finish: a rank died or stalled, or the shard directory holds another job."""
+
+
+@dataclass
+class ShardInfo:
+    """This process's place in a sharded job.
+
+    Attributes:
+        rank: global rank in ``[0, world_size)``.
+        world_size: number of processes.
+        local_rank: rank on this node (picks ``cuda:local_rank``).
+        owns_group: whether :func:`shard_info` created the process group (and so destroys it).
+    """
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    owns_group: bool = False
+
+
+def shard_info(timeout: float = DEFAULT_TIMEOUT) -> ShardInfo:
+    """Join the process group of a ``torchrun`` launch (gloo: control messages only) or describe one process.
+
+    An existing process group is used as it is. ``timeout`` bounds every collective of the group.
+    """
+    if dist.is_available() and dist.is_initialized():
+        rank, world = dist.get_rank(), dist.get_world_size()
+        return ShardInfo(rank, world, int(os.environ.get("LOCAL_RANK", rank)), owns_group=False)
+    if not all(k in os.environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")):
+        return ShardInfo()
+    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
+    if world == 1:
+        return ShardInfo(rank, world, local)
+    dist.init_process_group("gloo", timeout=timedelta(seconds=float(timeout)))
+    return ShardInfo(rank, world, local, owns_group=True)
+
+
+class _Heartbeat:
+    """Touches ``rank-R.alive`` in the shard directory every second from a daemon thread."""
+
+    def __init__(self, folder: Path, rank: int):
+        self.path = folder / f"rank-{rank}.alive"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.path.write_text(f"{time.time():.3f}")
+            except OSError:
+                pass
+            self._stop.wait(_HEARTBEAT_EVERY)
+
+    def __enter__(self) -> "_Heartbeat":
+        self.path.write_text(f"{time.time():.3f}")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def _chunk_path(folder: Path, k: int) -> Path:
+    return folder / f"chunk-{k:06d}.pt"
+
+
+def _save_atomic(obj: Any, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _fingerprint(job: Dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(job, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def run_chunks(
+    compute: Callable[[int, int], Dict[str, Tensor]],
+    n_items: int,
+    folder: Union[str, Path],
+    *,
+    chunk_size: int = 256,
+    job: Optional[Dict[str, Any]] = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    info: Optional[ShardInfo] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Optional[Dict[str, Tensor]]:
+    """Run ``compute(start, stop)`` over ``[0, n_items)`` in chunks shared among the ranks; return the concatenation on rank 0.
+
+    Args:
+        compute: ``compute(start, stop) -> {name: tensor [stop - start, ...]}`` for items ``start .. stop - 1``.
+        n_items: number of items.
+        folder: the shard directory (created; shared by every rank).
+        chunk_size: items per chunk (the unit of work, of resumption and of batch).
+        job: a description of the job (options, shapes); a resumed job must match it.
+        timeout: seconds a rank may go silent before the others raise :class:`ShardError`.
+        info: this process's place (default: :func:`shard_info`).
+        progress: called as ``progress(chunks_done, chunks_total)`` on this rank.
+
+    Returns:
+        On rank 0, ``{name: tensor [n_items, ...]}`` in item order; ``None`` on the other ranks.
+
+    Raises:
+        ShardError: a rank died or stalled, or ``folder`` holds chunks of another job.
+    """
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+    if not (isinstance(timeout, (int, float)) and timeout > 0):
+        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    info = info or shard_info(timeout)
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fp = _fingerprint({"job": job or {}, "n_items": n_items, "chunk_size": chunk_size})
+    n_chunks = math.ceil(n_items / chunk_size)
+    mine = list(range(info.rank, n_chunks, info.world_size))
+    try:
+        with _Heartbeat(folder, info.rank):
+            for j, k in enumerate(mine):
+                path = _chunk_path(folder, k)
+                if path.exists():
+                    _check_chunk(path, fp)
+                else:
+                    start, stop = k * chunk_size, min(n_items, (k + 1) * chunk_size)
+                    out = {name: v.detach().cpu() for name, v in compute(start, stop).items()}
+                    _save_atomic({"fingerprint": fp, "start": start, "stop": stop, "data": out}, path)
+                if progress is not None:
+                    progress(j + 1, len(mine))
+            _wait_for_chunks(folder, n_chunks, info, timeout)
+            _barrier(info, timeout)
+        if info.rank != 0:
+            return None
+        parts = [_check_chunk(_chunk_path(folder, k), fp) for k in range(n_chunks)]
+        return {name: torch.cat([p[name] for p in parts]) for name in parts[0]}
+    finally:
+        if info.owns_group and dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def _check_chunk(path: Path, fp: str) -> Dict[str, Tensor]:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # a corrupt chunk: report it, the user deletes it
+        raise ShardError(f"cannot read the finished chunk {path} ({e}); delete it and rerun to recompute it") from None
+    if blob.get("fingerprint") != fp:
+        raise ShardError(
+            f"{path} belongs to another job (other seeds, data, options or chunk size); "
+            "use a fresh shard directory or delete the old one"
+        )
+    return blob["data"]
+
+
+def _wait_for_chunks(folder: Path, n_chunks: int, info: ShardInfo, timeout: float) -> None:
+    """Wait until every chunk file exists; raise if a rank whose chunks are missing has gone silent."""
+    started = time.time()
+    while True:
+        missing = [k for k in range(n_chunks) if not _chunk_path(folder, k).exists()]
+        if not missing:
+            return
+        now = time.time()
+        for r in sorted({k % info.world_size for k in missing}):
+            beat = folder / f"rank-{r}.alive"
+            try:
+                last = float(beat.read_text())
+            except (OSError, ValueError):  # not started yet, or caught mid-write
+                last = started if not beat.exists() else now
+            if now - last > timeout:
+                raise ShardError(
+                    f"rank {r} has not reported for more than {timeout:g} s and its chunks "
+                    f"{[k for k in missing if k % info.world_size == r][:5]} are missing: it died or stalled. "
+                    "Finished chunks are kept; rerun the same command to resume."
+                )
+        time.sleep(0.2)
+
+
+def _barrier(info: ShardInfo, timeout: float) -> None:
+    if info.world_size == 1 or not dist.is_initialized():
+        return
+    try:
+        if dist.get_backend() == "gloo":
+            dist.monitored_barrier(timeout=timedelta(seconds=float(timeout)), wait_all_ranks=True)
+        else:
+            dist.barrier()
+    except RuntimeError as e:
+        raise ShardError(f"ranks did not meet at the end of the job within {timeout:g} s: {str(e)[:300]}") from None
+
+
+def sample_seeds(
+    sde,
+    score_fn,
+    seeds: SeedsLike,
+    event_shape: Sequence[int],
+    folder: Union[str, Path],
+    *,
+    chunk_size: int = 256,
+    timeout: float = DEFAULT_TIMEOUT,
+    device: Optional[Union[str, torch.device]] = None,
+    info: Optional[ShardInfo] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    **solve_options: Any,
+) -> Optional[Tensor]:
+    """Draw one sample per seed, sharing the seeds among the ranks of the process group.
+
+    Sample ``j`` is ``solve(..., seeds=[seeds[j]])``'s sample, whatever the number of ranks or the
+    chunk size: the result equals a single-process run (bit for bit on CPU).
+
+    Args:
+        sde, score_fn: the model.
+        seeds: the seeds, ``[N]`` (a range such as ``range(50_000)``, a list or a tensor).
+        event_shape: the shape of one sample (e.g. ``(3, 32, 32)``).
+        folder: the shard directory (shared by all ranks); a rerun resumes from it.
+        chunk_size: samples per chunk and per solver batch.
+        timeout: seconds before a silent rank makes the others stop (see :func:`run_chunks`).
+        device: where to sample (default: the score function's device).
+        **solve_options: passed to :func:`scoresde.solve` (``solver``, ``steps``, ``eps``, ...), not
+            ``generator`` or ``seeds``.
+
+    Returns:
+        The samples ``[N, *event_shape]`` on rank 0 (on the CPU); ``None`` on the other ranks.
+
+    Example:
+        >>> import tempfile, torch, scoresde
+        >>> from scoresde.shard import sample_seeds
+        >>> sde, score = scoresde.VPSDE(), (lambda x, t: -x)
+        >>> with tempfile.TemporaryDirectory() as d:
+        ...     x = sample_seeds(sde, score, range(10), (2,), d, chunk_size=4, solver="ddim", steps=5)
+        >>> x.shape
+        torch.Size([10, 2])
+    """
+    from .solvers.driver import solve
+
+    if "generator" in solve_options or "seeds" in solve_options:
+        raise ValueError("sample_seeds draws from the given seeds; do not pass generator or seeds in solve options")
+    all_seeds = as_seeds(list(seeds) if isinstance(seeds, range) else seeds)
+    event = tuple(int(s) for s in event_shape)
+
+    def compute(start: int, stop: int) -> Dict[str, Tensor]:
+        s = all_seeds[start:stop]
+        res = solve(sde, score_fn, (stop - start, *event), seeds=s, device=device, **solve_options)
+        out = {"samples": res.samples}
+        if res.log_prob is not None:
+            out["log_prob"] = res.log_prob
+        return out
+
+    job = {"kind": "sample", "event": event, "options": {k: repr(v) for k, v in solve_options.items()},
+           "seeds": _seed_digest(all_seeds)}
+    out = run_chunks(compute, all_seeds.shape[0], folder, chunk_size=chunk_size, job=job, timeout=timeout, info=info,
+                     progress=progress)
+    return None if out is None else out["samples"]
+
+
+def log_likelihood_points(
+    sde,
+    score_fn,
+    data: Tensor,
+    folder: Union[str, Path],
+    *,
+    seed: int = 0,
+    chunk_size: int = 256,
+    timeout: float = DEFAULT_TIMEOUT,
+    device: Optional[Union[str, torch.device]] = None,
+    info: Optional[ShardInfo] = None,
+    levels: Optional[int] = None,
+    progress: Optional[Callable[[int, int], None]] = None,
+    **options: Any,
+) -> Optional[Dict[str, Tensor]]:
+    """Per-point log-likelihood (or bits/dim) of a data set, sharing the points among the ranks.
+
+    Point ``j`` draws its probes (and dequantization noise) from seed ``seed + j`` and is integrated
+    with per-sample step control, so its result depends on ``data[j]`` and ``seed + j`` only: the
+    same for any number of ranks and any chunk size.
+
+    Args:
+        data: ``[N, *event]`` float data, or integer levels with ``levels`` (then
+            :func:`scoresde.bits_per_dim` is used).
+        folder: the shard directory (shared by all ranks); a rerun resumes from it.
+        seed: the seed of point 0.
+        levels: number of discrete levels for integer data (``None``: continuous data).
+        **options: passed to :func:`scoresde.log_likelihood` (or :func:`scoresde.bits_per_dim`).
+
+    Returns:
+        On rank 0, ``{"log_prob": [N]}`` (and ``"bits_per_dim": [N]`` for discrete data) on the CPU;
+        ``None`` on the other ranks.
+    """
+    from .likelihood import bits_per_dim, log_likelihood
+
+    if "generator" in options or "seeds" in options:
+        raise ValueError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
+    options.setdefault("step_control", "per_sample")
+
+    def compute(start: int, stop: int) -> Dict[str, Tensor]:
+        xb = data[start:stop]
+        xb = xb.to(device) if device is not None else xb
+        seeds = torch.arange(seed + start, seed + stop, dtype=torch.int64)
+        if levels:
+            res = bits_per_dim(sde, score_fn, xb, levels=levels, seeds=seeds, **options)
+            return {"bits_per_dim": res.bits_per_dim}
+        res = log_likelihood(sde, score_fn, xb, seeds=seeds, **options)
+        return {"log_prob": res.log_prob, "nfe": res.nfe_per_sample if res.nfe_per_sample is not None
+                else torch.full((stop - start,), res.nfe)}
+
+    job = {"kind": "likelihood", "shape": tuple(data.shape), "seed": seed, "levels": levels,
+           "options": {k: repr(v) for k, v in options.items()}, "data": _tensor_digest(data)}
+    return run_chunks(compute, data.shape[0], folder, chunk_size=chunk_size, job=job, timeout=timeout, info=info,
+                      progress=progress)
+
+
+def _seed_digest(seeds: Tensor) -> Tuple[int, int, int, str]:
+    return (int(seeds.shape[0]), int(seeds[0]), int(seeds[-1]), hashlib.sha256(seeds.numpy().tobytes()).hexdigest()[:16])
+
+
+def _tensor_digest(x: Tensor) -> str:
+    return hashlib.sha256(x.detach().cpu().contiguous().numpy().tobytes()).hexdigest()[:16]
+
