@@ -71,6 +71,13 @@ def _bshape(v: Tensor, like: Tensor) -> Tensor:
     return v.reshape(v.shape[0], *([1] * (like.ndim - 1)))
 
 
+def _pow(x: Tensor, p: float) -> Tensor:
+    """``x ** p`` as ``exp(p log x)``: torch's CPU ``pow`` by a scalar takes a SIMD path for most elements and a
+    scalar path for the tail, which can differ in the last bit, so an element's result would depend on the
+    batch size; ``exp`` and ``log`` run the same vector code on the tail."""
+    return torch.exp(torch.log(x) * p)
+
+
 def _rms(y: State, scale: State) -> Tensor:
     """Per-sample error norm: the largest over components of the RMS of ``y / scale`` (as torchdiffeq), ``[b]``."""
     norms = [(a / s).reshape(a.shape[0], -1).pow(2).mean(1).sqrt() for a, s in zip(y, scale)]
@@ -148,7 +155,7 @@ def odeint_per_sample(
     calls += 1
     d2 = _rms(tuple(a - b for a, b in zip(k_probe, k1)), scale0).to(time_dtype) / h0
     dmax = torch.maximum(d1.to(time_dtype), d2)
-    h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3), (0.01 / dmax) ** (1.0 / _ORDER))
+    h1 = torch.where(dmax <= 1e-15, torch.maximum(torch.full_like(h0, 1e-6), h0 * 1e-3), _pow(0.01 / dmax, 1.0 / _ORDER))
     h = torch.minimum(100 * h0, h1).clamp(max=span)
     nfe += 2
     k_first = tuple(c.clone() for c in k1)  # FSAL: the last stage of an accepted step is the first of the next
@@ -178,7 +185,7 @@ def odeint_per_sample(
         accept = finite & (enorm <= 1.0)
         factor = torch.where(
             enorm == 0, torch.full_like(enorm, _IFACTOR),
-            (_SAFETY * enorm.clamp_min(1e-300) ** (-1.0 / _ORDER)).clamp(_DFACTOR, _IFACTOR),
+            (_SAFETY * _pow(enorm.clamp_min(1e-300), -1.0 / _ORDER)).clamp(_DFACTOR, _IFACTOR),
         )
         factor = torch.where(finite, factor, torch.full_like(enorm, _DFACTOR))
         factor = torch.where(accept, factor, factor.clamp(max=1.0))

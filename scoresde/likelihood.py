@@ -387,6 +387,8 @@ def log_likelihood(
         if chunk_size is None:
             chunk_size = max(1, min(D, _EXACT_CHUNK_ELEMENTS // (B * D)))
         div = _Divergence("exact", None, chunk_size=min(chunk_size, D))
+    if per_sample:  # one plain backward per cotangent: a vmapped backward may sum differently for other batch sizes
+        div._vectorize = False
     monitor = _NonFiniteMonitor(x)
 
     def rhs(t: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:

@@ -93,6 +93,8 @@ class ProbabilityFlowODE(Solver):
         t_lo, t_hi = grid[-1], grid[0]
         with_div = ctx.return_log_prob
         div = _divergence(ctx, x, self.trace) if with_div else None
+        if div is not None and self.adaptive and self.per_sample(ctx):
+            div._vectorize = False  # plain backward per cotangent: bitwise the same in any batch
         change = self._change_of_variable(ctx, grid)
 
         def rhs(tb: Tensor, y: Tensor, idx: Optional[Tensor]) -> Tuple[Tensor, Optional[Tensor]]:
