@@ -5,7 +5,6 @@ in them; everything it writes must equal the single-process run bit for bit.
 """
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
@@ -202,15 +201,11 @@ def test_a_stopped_or_killed_rank_makes_the_job_exit_with_a_message(tmp_path, ho
     script = tmp_path / "stall.py"
     script.write_text(STALL_SCRIPT % how)
     t0 = time.monotonic()
-    proc = _torchrun(script, tmp_path / "shards", REPO, timeout=180, start_new_session=True)
+    proc = _torchrun(script, tmp_path / "shards", REPO, timeout=180)
     took = time.monotonic() - t0
     assert proc.returncode != 0
     if how == "STOP":  # torchrun does not notice a stopped process; rank 0's heartbeat check does
         assert "rank 1 has not reported" in proc.stderr, proc.stderr[-2000:]
     else:  # torchrun notices the dead process and ends the job, naming it
         assert "exitcode" in proc.stderr and "-9" in proc.stderr, proc.stderr[-2000:]
-    assert took < 120, took
-    try:  # a stopped rank 1 may outlive the agent: end it
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
+    assert took < 120, took  # generous: two interpreters start on a loaded machine; the stall timeout is 4 s
