@@ -1,0 +1,101 @@
+"""Cost of per-sample seeds against one shared generator, on a U-Net.
+
+For each stochastic solver, one run draws all noise from a ``torch.Generator`` and one from per-sample
+seeds (:class:`scoresde.seeding.SeededNoise`: a counter-based hash per element, plus one
+``torchsde.BrownianInterval`` per sample for ``torchsde``). The two are timed alternately in the same
+process, ``repeats`` times; the ratio is the median (and the range) over repeats of
+``time(seeds) / time(generator)``. The target is <= 1.10.
+
+    python benchmarks/seeds_bench.py --device cpu --out benchmarks/results/cpu-seeds.json
+    python benchmarks/seeds_bench.py --device cuda --batch 64 --channels 64 --out benchmarks/results/gpu-seeds.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+import scoresde
+from scoresde.nets import UNet
+
+SOLVERS = {
+    "euler_maruyama": dict(),
+    "ancestral": dict(),
+    "pc": dict(),
+    "ddim_eta1": dict(solver="ddim", eta=1.0),
+    "torchsde": dict(),
+}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 32, steps: int = 10, repeats: int = 5,
+        solvers=tuple(SOLVERS)) -> dict:
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, image_size=image, channels=channels, channel_mults=(1, 2, 2), num_res_blocks=1, dropout=0.0)
+    with torch.no_grad():
+        net.conv_out.weight.normal_(0, 0.05)
+    net = net.to(dev).eval()
+    sde = scoresde.VPSDE()
+    score = scoresde.NetworkScore(net, sde, "eps")
+    shape = (batch, 3, image, image)
+    rows = []
+    for name in solvers:
+        opts = dict(SOLVERS[name])
+        solver = opts.pop("solver", name)
+
+        def once(seeded: bool) -> float:
+            kw = dict(seeds=range(batch)) if seeded else dict(generator=torch.Generator(device=dev).manual_seed(0))
+            _sync(dev)
+            t0 = time.perf_counter()
+            scoresde.solve(sde, score, shape, solver, steps=steps, device=dev, **kw, **opts)
+            _sync(dev)
+            return time.perf_counter() - t0
+
+        once(False), once(True)  # warm-up
+        ratios, t_gen, t_seed = [], [], []
+        for _ in range(repeats):
+            g, s = once(False), once(True)
+            t_gen.append(g)
+            t_seed.append(s)
+            ratios.append(s / g)
+        row = dict(solver=name, ratio_median=statistics.median(ratios), ratio_min=min(ratios), ratio_max=max(ratios),
+                   seconds_generator=statistics.median(t_gen), seconds_seeds=statistics.median(t_seed),
+                   batch=batch, image=image, channels=channels, steps=steps, repeats=repeats, device=str(dev))
+        rows.append(row)
+        print(f"{name:16s} seeds/generator = {row['ratio_median']:.3f} (range {row['ratio_min']:.3f}-{row['ratio_max']:.3f}); "
+              f"{row['seconds_generator']:.2f} s vs {row['seconds_seeds']:.2f} s", flush=True)
+    return dict(rows=rows, torch=torch.__version__, device=str(dev),
+                device_name=torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                threads=torch.get_num_threads())
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--image", type=int, default=32)
+    p.add_argument("--channels", type=int, default=32)
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--solvers", default=",".join(SOLVERS))
+    p.add_argument("--out")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    res = run(args.device, args.batch, args.image, args.channels, args.steps, args.repeats, tuple(args.solvers.split(",")))
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1))
+
+
+if __name__ == "__main__":
+    main()
