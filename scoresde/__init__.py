@@ -19,6 +19,7 @@ from .errors import (
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
+from .seeding import SeededNoise
 from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
 
 __version__ = "0.1.0"
@@ -31,4 +32,5 @@ __all__ = [
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
+    "SeededNoise",
 ]

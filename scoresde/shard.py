@@ -35,6 +35,8 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .errors import ScoreSDEError
+from .score import ScoreFn
+from .sde.base import SDE
 from .seeding import SeedsLike, as_seeds
 
 __all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points"]
@@ -233,8 +235,8 @@ def _barrier(info: ShardInfo, timeout: float) -> None:
 
 
 def sample_seeds(
-    sde,
-    score_fn,
+    sde: SDE,
+    score_fn: ScoreFn,
     seeds: SeedsLike,
     event_shape: Sequence[int],
     folder: Union[str, Path],
@@ -297,8 +299,8 @@ def sample_seeds(
 
 
 def log_likelihood_points(
-    sde,
-    score_fn,
+    sde: SDE,
+    score_fn: ScoreFn,
     data: Tensor,
     folder: Union[str, Path],
     *,

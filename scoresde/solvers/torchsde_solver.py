@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import List, Optional, Sequence, Union
 
 import torch
 import torchsde
@@ -55,7 +55,8 @@ class PerSampleBrownian(torchsde.BaseBrownian):
             (``size`` is ``(B, D)``).
     """
 
-    def __init__(self, seeds: Tensor, t0: float, t1: float, size, dtype, device, levy_area_approximation: str = "none"):
+    def __init__(self, seeds: Tensor, t0: float, t1: float, size: Sequence[int], dtype: torch.dtype,
+                 device: Union[str, torch.device], levy_area_approximation: str = "none"):
         B, D = size
         self._paths = [
             torchsde.BrownianInterval(t0=t0, t1=t1, size=(1, D), dtype=dtype, device=device, entropy=int(s),
