@@ -79,6 +79,19 @@ def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 3
                 threads=torch.get_num_threads())
 
 
+def markdown(res: dict) -> str:
+    """The result as a markdown table."""
+    lines = [f"# Per-sample seeds against a shared generator ({res['device_name']}, torch {res['torch']}, "
+             f"{res['threads']} thread(s))", "",
+             "| solver | seeds / generator (median) | range | generator s | seeds s | batch | image | channels | steps | repeats |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in res["rows"]:
+        lines.append(f"| {r['solver']} | {r['ratio_median']:.3f} | {r['ratio_min']:.3f}-{r['ratio_max']:.3f} | "
+                     f"{r['seconds_generator']:.2f} | {r['seconds_seeds']:.2f} | {r['batch']} | 3x{r['image']}x{r['image']} | "
+                     f"{r['channels']} | {r['steps']} | {r['repeats']} |")
+    return "\n".join(lines) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
@@ -89,12 +102,17 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--solvers", default=",".join(SOLVERS))
-    p.add_argument("--out")
+    p.add_argument("--out", help="FILE.json (and FILE.md beside it)")
+    p.add_argument("--report", help="only rewrite the markdown of this JSON result")
     args = p.parse_args()
+    if args.report:
+        Path(args.report).with_suffix(".md").write_text(markdown(json.loads(Path(args.report).read_text())))
+        return
     torch.set_num_threads(args.threads)
     res = run(args.device, args.batch, args.image, args.channels, args.steps, args.repeats, tuple(args.solvers.split(",")))
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
+        Path(args.out).with_suffix(".md").write_text(markdown(res))
 
 
 if __name__ == "__main__":

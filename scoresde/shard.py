@@ -335,7 +335,8 @@ def log_likelihood_points(
 
     if "generator" in options or "seeds" in options:
         raise ValueError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
-    options.setdefault("step_control", "per_sample")
+    if options.get("method", "dopri5") == "dopri5":  # fixed-step methods share their (fixed) steps: invariant already
+        options.setdefault("step_control", "per_sample")
 
     def compute(start: int, stop: int) -> Dict[str, Tensor]:
         xb = data[start:stop]

@@ -175,7 +175,8 @@ def solve(
             ``generator``: every draw (prior, solver noise, Brownian motion) of sample ``i`` is a
             function of ``seeds[i]`` only, so sample ``i`` is the same in any batch, in any order and
             on any number of processes (see :class:`scoresde.seeding.SeededNoise`). The adaptive
-            probability-flow ODE then steps each sample on its own (per-sample step control).
+            probability-flow ODE (``dopri5``) then steps each sample on its own (per-sample step
+            control); its other adaptive methods keep one step for the batch, which is not batch-invariant.
         return_log_prob: also integrate the divergence along the trajectory and return each sample's
             model log-density in :attr:`SampleResult.log_prob` (solvers with ``supports_log_prob``:
             the probability-flow ODE). Implies ``denoise=False`` (the density is that of the samples
