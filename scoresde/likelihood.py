@@ -294,7 +294,10 @@ def log_likelihood(
             :func:`scoresde.adaptive.odeint_per_sample`; the batch costs the sum, not ``B x`` the
             maximum, of the points' NFEs; ``method="dopri5"`` only) or ``None`` (default):
             per-sample when ``seeds`` are given, shared otherwise. ``nfe`` then counts batched calls
-            and ``nfe_per_sample`` each point's evaluations.
+            and ``nfe_per_sample`` each point's evaluations. Per-sample control pushes the cotangents
+            of the divergence one plain backward pass at a time (a vectorised backward can round
+            differently for different batch sizes): with the exact trace that is ``D`` passes per
+            evaluation, so prefer ``trace="hutchinson"`` for images.
         time_variable: ``"t"`` (default) or ``"log_sigma"``: integrate in ``u = log sigma(t)``, the log
             noise level (SDEs with a closed-form kernel).
 

@@ -34,8 +34,10 @@ class ProbabilityFlowODE(Solver):
             ``i`` does not depend on its batch, shared otherwise.
         time_variable: ``"t"`` or ``"log_sigma"`` (integrate in ``u = log sigma(t)``, the log noise
             level; adaptive methods only, SDEs with a closed-form kernel).
-        trace: the divergence for ``return_log_prob``: ``"exact"`` (``D`` basis VJPs, batched) or
-            ``"hutchinson"`` (one Gaussian probe per sample from the solve's noise source: one VJP).
+        trace: the divergence for ``return_log_prob``: ``"exact"`` (``D`` basis VJPs: batched under a
+            shared step, one by one under per-sample control so that results stay bitwise batch-invariant;
+            for images prefer the other) or ``"hutchinson"`` (one Gaussian probe per sample from the solve's
+            noise source: one VJP).
 
     An adaptive method chooses its own steps: ``steps`` and ``grid`` then only set the times at
     which the trajectory is recorded (or the callback called), and :func:`scoresde.solve` refuses
