@@ -11,6 +11,7 @@ from .errors import (
     IncompatibleSDEError,
     IntegrationError,
     NonFiniteError,
+    OptionError,
     ScoreSDEError,
     ShapeError,
     TimeRangeError,
@@ -30,7 +31,7 @@ __all__ = [
     "NetworkScore", "as_score_fn", "tweedie_denoise",
     "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
-    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
+    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError", "OptionError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
     "SeededNoise",
 ]

@@ -10,6 +10,8 @@ import math
 import numbers
 from typing import Any, Optional
 
+from .errors import OptionError
+
 
 def _is_integral(value: Any) -> bool:
     if isinstance(value, bool):
@@ -28,10 +30,10 @@ def integer(value: Any, name: str, minimum: Optional[int] = None, allow_none: bo
         return None
     if not _is_integral(value):
         need = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise ValueError(f"{name} must be {need}, got {value!r}")
+        raise OptionError(f"{name} must be {need}, got {value!r}")
     v = int(value.item() if hasattr(value, "item") else value)
     if minimum is not None and v < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return v
 
 
@@ -54,7 +56,7 @@ def finite_float(value: Any, name: str, positive: bool = False, allow_none: bool
             raise TypeError
         v = float(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
+        raise OptionError(f"{name} must be a number, got {value!r}") from None
     if not math.isfinite(v) or (positive and not v > 0):
-        raise ValueError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+        raise OptionError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
     return v

@@ -124,7 +124,7 @@ def _add_shard_options(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     """The ``scoresde`` argument parser with its four sub-commands."""
     from . import __version__
-    from .solvers import SOLVERS
+    from .solvers import GRIDS, SOLVERS
 
     p = argparse.ArgumentParser(
         prog="scoresde",
@@ -196,6 +196,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, help="solver steps (solver default when omitted)")
     s.add_argument("--eps", type=_positive_float, help="final time of the reverse process")
     s.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
+    s.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the solver's own)")
     s.add_argument("--seeds", help="per-sample seeds A-B (inclusive) or A:B: sample i is a function of its seed only, "
                    "the same in any batch; sharded over the ranks under torchrun")
     _add_shard_options(s)
@@ -211,6 +212,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eta", type=_nonneg_float, help="DDIM stochasticity in [0, 1] (ddim)")
     g.add_argument("--steps-per-level", type=_positive_int, help="Langevin steps per noise level (annealed_langevin)")
     g.add_argument("--step-ratio", type=_positive_float, help="Langevin step size over sigma^2 (annealed_langevin)")
+    g.add_argument("--solver-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the solver's class, e.g. --solver-arg order=3 (repeatable)")
 
     # ---- likelihood
     lk = sub.add_parser(
@@ -321,6 +324,16 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _literal(raw: str) -> Any:
+    """A command-line value as a Python literal (number, bool, None, string, tuple), else the string itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+
+
 def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     """The solver options given on the command line, checked against what ``solver`` takes."""
     from .solvers import SOLVERS
@@ -336,6 +349,14 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
             opts[name] = value
         else:
             rejected.append("--" + dest.replace("_", "-"))
+    for item in getattr(args, "solver_arg", None) or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--solver-arg takes KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise UserError(f"solver {solver!r} has no option {key!r}; its options: {', '.join(accepted) or 'none'}")
+        opts[key] = _literal(raw)
     if rejected:
         takes = ", ".join("--" + n.replace("_", "-") for n in accepted if n in SOLVER_FLAGS.values())
         raise UserError(
@@ -379,7 +400,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for start in range(0, n, batch):
         b = min(batch, n - start)
         res = solve(sde, score, (b, *event), solver=solver, steps=args.steps, generator=gen, device=device,
-                    eps=args.eps, denoise=False if args.no_denoise else None)
+                    eps=args.eps, denoise=False if args.no_denoise else None, grid=args.grid)
         chunks.append(res.samples.float().cpu())
         nfe += res.nfe
     seconds = time.perf_counter() - t0
@@ -451,7 +472,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     t0 = time.perf_counter()
     x = sample_seeds(sde, score, seeds, event, folder, chunk_size=args.batch_size or 256, timeout=args.timeout,
                      device=device, info=info, solver=solver, steps=args.steps, eps=args.eps,
-                     denoise=False if args.no_denoise else None)
+                     denoise=False if args.no_denoise else None, grid=args.grid)
     if x is None:  # not rank 0
         return 0
     seconds = time.perf_counter() - t0

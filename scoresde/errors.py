@@ -45,3 +45,11 @@ class DataError(ScoreSDEError, ValueError):
 
 class CheckpointError(ScoreSDEError, ValueError):
     """Missing, corrupt or incompatible checkpoint."""
+
+
+class OptionError(ScoreSDEError, ValueError, TypeError):
+    """An argument or option has an invalid value or type (a non-integer step count, an unknown grid,
+    a generator that is not a ``torch.Generator``, a solver option the solver does not take).
+
+    It is both a ``ValueError`` and a ``TypeError``, so either ``except`` clause catches it.
+    """
