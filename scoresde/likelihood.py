@@ -32,7 +32,7 @@ from torch import Tensor
 
 from ._utils import append_dims, batch_sum, check_batch, event_numel, randn
 from .adaptive import TIME_VARIABLES, LogNoiseLevel, odeint_per_sample
-from .errors import DataError, IntegrationError, NonFiniteError, ShapeError, TimeRangeError
+from .errors import DataError, IntegrationError, NonFiniteError, OptionError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn, reverse_drift
 from .seeding import SeededNoise, SeedsLike, as_seeds, derive_seeds
 from .solvers.base import CountedScore
@@ -362,14 +362,14 @@ def log_likelihood(
         raise ValueError("give either generator (one stream for the batch) or seeds (one per data point), not both")
     noise = None if seeds is None else SeededNoise(as_seeds(seeds, x.shape[0]))
     if step_control not in (None, "shared", "per_sample"):
-        raise ValueError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
+        raise OptionError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
     per_sample = step_control == "per_sample" or (step_control is None and seeds is not None and method == "dopri5")
     if per_sample and method != "dopri5":
-        raise ValueError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
+        raise OptionError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
     if time_variable not in TIME_VARIABLES:
-        raise ValueError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
+        raise OptionError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
     if time_variable != "t" and not sde.has_kernel:
-        raise ValueError(f"time_variable={time_variable!r} needs an SDE with a closed-form kernel; use 't'")
+        raise OptionError(f"time_variable={time_variable!r} needs an SDE with a closed-form kernel; use 't'")
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)

@@ -56,13 +56,13 @@ class ProbabilityFlowODE(Solver):
                  time_variable: str = "t", trace: str = "exact"):
         check_method(method, rtol, atol)
         if step_control not in (None, "shared", "per_sample"):
-            raise ValueError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
+            raise OptionError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
         if step_control == "per_sample" and method != "dopri5":
-            raise ValueError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
+            raise OptionError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
         if time_variable not in TIME_VARIABLES:
-            raise ValueError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
+            raise OptionError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
         if trace not in ("exact", "hutchinson"):
-            raise ValueError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
+            raise OptionError(f"trace must be 'exact' or 'hutchinson', got {trace!r}")
         self.method = method
         self.rtol = float(rtol)
         self.atol = float(atol)
@@ -148,7 +148,7 @@ class ProbabilityFlowODE(Solver):
         if self.time_variable == "t":
             return None
         if not ctx.sde.has_kernel:
-            raise ValueError(f"time_variable={self.time_variable!r} needs an SDE with a closed-form kernel; use 't'")
+            raise OptionError(f"time_variable={self.time_variable!r} needs an SDE with a closed-form kernel; use 't'")
         return _LogSigma(ctx.sde, float(grid[-1]), float(grid[0]))
 
     def _integrate_per_sample(self, ctx, x, grid, record, callback, rhs, change):
