@@ -79,6 +79,39 @@ def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 3
                 threads=torch.get_num_threads())
 
 
+def micro(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 32, repeats: int = 20) -> dict:
+    """Robust to machine load: the fastest of ``repeats`` timings of one noise draw (seeded, generator) and of
+    one bare U-Net evaluation, and the implied upper bound on the seeds' overhead per step."""
+    from scoresde.seeding import SeededNoise
+
+    dev = torch.device(device)
+    torch.manual_seed(0)
+    net = UNet(in_channels=3, image_size=image, channels=channels, channel_mults=(1, 2, 2), num_res_blocks=1, dropout=0.0)
+    net = net.to(dev).eval()
+    score = scoresde.NetworkScore(net, scoresde.VPSDE(), "eps")
+    x = torch.zeros(batch, 3, image, image, device=dev)
+    t = torch.full((batch,), 0.5, device=dev)
+    gen = torch.Generator(device=dev).manual_seed(0)
+
+    def best(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            _sync(dev)
+            t0 = time.perf_counter()
+            fn()
+            _sync(dev)
+            times.append(time.perf_counter() - t0)
+        return min(times)
+
+    with torch.no_grad():
+        seeded = SeededNoise(range(batch))
+        ms_seeds = best(lambda: seeded.randn_like(x)) * 1e3
+        ms_gen = best(lambda: torch.randn(x.shape, generator=gen, device=dev)) * 1e3
+        ms_eval = best(lambda: score(x, t)) * 1e3
+    return dict(noise_ms_seeds=ms_seeds, noise_ms_generator=ms_gen, eval_ms=ms_eval,
+                bound_per_step=(ms_eval + ms_seeds) / (ms_eval + ms_gen), batch=batch, image=image, channels=channels)
+
+
 def markdown(res: dict) -> str:
     """The result as a markdown table."""
     lines = [f"# Per-sample seeds against a shared generator ({res['device_name']}, torch {res['torch']}, "
@@ -89,6 +122,11 @@ def markdown(res: dict) -> str:
         lines.append(f"| {r['solver']} | {r['ratio_median']:.3f} | {r['ratio_min']:.3f}-{r['ratio_max']:.3f} | "
                      f"{r['seconds_generator']:.2f} | {r['seconds_seeds']:.2f} | {r['batch']} | 3x{r['image']}x{r['image']} | "
                      f"{r['channels']} | {r['steps']} | {r['repeats']} |")
+    if "micro" in res:
+        m = res["micro"]
+        lines += ["", f"Fastest of 20 (robust to load): one noise draw {m['noise_ms_seeds']:.2f} ms seeded vs "
+                  f"{m['noise_ms_generator']:.2f} ms generator; one bare U-Net evaluation {m['eval_ms']:.1f} ms "
+                  f"(batch {m['batch']}); per step of a one-draw solver: {m['bound_per_step']:.3f}x."]
     return "\n".join(lines) + "\n"
 
 
@@ -104,12 +142,19 @@ def main() -> None:
     p.add_argument("--solvers", default=",".join(SOLVERS))
     p.add_argument("--out", help="FILE.json (and FILE.md beside it)")
     p.add_argument("--report", help="only rewrite the markdown of this JSON result")
+    p.add_argument("--micro", action="store_true", help="with --report: add the load-robust per-draw timings")
     args = p.parse_args()
     if args.report:
-        Path(args.report).with_suffix(".md").write_text(markdown(json.loads(Path(args.report).read_text())))
+        res = json.loads(Path(args.report).read_text())
+        if args.micro:
+            torch.set_num_threads(args.threads)
+            res["micro"] = micro(args.device, args.batch, args.image, args.channels)
+            Path(args.report).write_text(json.dumps(res, indent=1))
+        Path(args.report).with_suffix(".md").write_text(markdown(res))
         return
     torch.set_num_threads(args.threads)
     res = run(args.device, args.batch, args.image, args.channels, args.steps, args.repeats, tuple(args.solvers.split(",")))
+    res["micro"] = micro(args.device, args.batch, args.image, args.channels)
     if args.out:
         Path(args.out).write_text(json.dumps(res, indent=1))
         Path(args.out).with_suffix(".md").write_text(markdown(res))
