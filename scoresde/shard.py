@@ -213,7 +213,7 @@ def _wait_for_chunks(folder: Path, n_chunks: int, info: ShardInfo, timeout: floa
                 last = float(beat.read_text())
             except (OSError, ValueError):  # not started yet, or caught mid-write
                 last = started if not beat.exists() else now
-            if now - last > timeout:
+            if now - max(last, started) > timeout:  # a heartbeat left by an earlier run counts from now
                 raise ShardError(
                     f"rank {r} has not reported for more than {timeout:g} s and its chunks "
                     f"{[k for k in missing if k % info.world_size == r][:5]} are missing: it died or stalled. "
