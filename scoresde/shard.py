@@ -157,6 +157,7 @@ def run_chunks(
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if not (isinstance(timeout, (int, float)) and timeout > 0):
         raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    started = time.time()
     info = info or shard_info(timeout)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -175,7 +176,7 @@ def run_chunks(
                     _save_atomic({"fingerprint": fp, "start": start, "stop": stop, "data": out}, path)
                 if progress is not None:
                     progress(j + 1, len(mine))
-            _wait_for_chunks(folder, n_chunks, info, timeout)
+            _wait_for_chunks(folder, n_chunks, info, timeout, started)
             _barrier(info, timeout)
         if info.rank != 0:
             return None
@@ -199,9 +200,12 @@ def _check_chunk(path: Path, fp: str) -> Dict[str, Tensor]:
     return blob["data"]
 
 
-def _wait_for_chunks(folder: Path, n_chunks: int, info: ShardInfo, timeout: float) -> None:
-    """Wait until every chunk file exists; raise if a rank whose chunks are missing has gone silent."""
-    started = time.time()
+def _wait_for_chunks(folder: Path, n_chunks: int, info: ShardInfo, timeout: float, started: float) -> None:
+    """Wait until every chunk file exists; raise if a rank whose chunks are missing has gone silent.
+
+    Silence counts from ``started`` (when this rank began the job) at the earliest, so that heartbeat
+    files left by an earlier run of the job do not count against a rank that is still starting up.
+    """
     while True:
         missing = [k for k in range(n_chunks) if not _chunk_path(folder, k).exists()]
         if not missing:
@@ -213,7 +217,7 @@ def _wait_for_chunks(folder: Path, n_chunks: int, info: ShardInfo, timeout: floa
                 last = float(beat.read_text())
             except (OSError, ValueError):  # not started yet, or caught mid-write
                 last = started if not beat.exists() else now
-            if now - max(last, started) > timeout:  # a heartbeat left by an earlier run counts from now
+            if now - max(last, started) > timeout:
                 raise ShardError(
                     f"rank {r} has not reported for more than {timeout:g} s and its chunks "
                     f"{[k for k in missing if k % info.world_size == r][:5]} are missing: it died or stalled. "
