@@ -20,7 +20,7 @@ GAUSS = Gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64),
                  torch.tensor([[0.5, 0.1], [0.1, 0.3]], dtype=torch.float64))
 
 
-def hard_mixture(n_easy=12, n_hard=3):
+def hard_mixture(n_easy=8, n_hard=3):
     """Wide components plus a narrow one (std 0.01): the points drawn from it need many more steps."""
     means = torch.tensor([[-1.0, 0.0], [1.0, 0.0], [0.3, 0.0]], dtype=torch.float64)
     gm = GaussianMixture(torch.tensor([0.45, 0.45, 0.1]), means, torch.tensor([0.5, 0.5, 0.01], dtype=torch.float64))
