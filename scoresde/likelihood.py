@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ._utils import batch_sum, check_batch, event_numel, randn
-from .errors import DataError, NonFiniteError, ShapeError, TimeRangeError
+from ._utils import batch_sum, check_batch, event_numel, finite_float, positive_int, randn
+from .errors import ArgumentError, DataError, NonFiniteError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn
 from .solvers.base import CountedScore
 from .solvers.ode import _TORCHDIFFEQ_NAME, ADAPTIVE_METHODS, FIXED_METHODS, ode_failure
@@ -207,9 +207,43 @@ def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device,
 def _positive_int(value: Any, name: str, allow_none: bool = False) -> Optional[int]:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return positive_int(value, name)
+
+
+class _DifferentiabilityCheck:
+    """Wraps the score function and, on its first call with ``x`` requiring grad, checks that it is differentiable in ``x``.
+
+    The divergence of the probability flow is computed by autograd through the score. A score
+    computed under ``torch.no_grad()`` / ``torch.inference_mode()`` or detached returns a tensor
+    without a graph, and its divergence would silently come out as zero. The rule: if the output
+    does not require grad while ``x`` does, the score is evaluated once more at a perturbed ``x``;
+    if the output changes, the score depends on ``x`` without being differentiable and
+    :class:`~scoresde.errors.ArgumentError` is raised. If it does not change, the score is
+    constant in ``x`` (its divergence really is zero) and is accepted.
+    """
+
+    def __init__(self, score: Callable[[Tensor, Tensor], Tensor]):
+        self.score = score
+        self.checked = False
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        s = self.score(x, t)
+        if self.checked or not x.requires_grad:
+            return s
+        self.checked = True
+        if isinstance(s, Tensor) and s.requires_grad and not s.is_inference():
+            return s
+        with torch.no_grad():
+            x_other = x.detach() + 1e-2 * (1.0 + x.detach().abs())
+            s_other = self.score(x_other, t)
+        if isinstance(s, Tensor) and isinstance(s_other, Tensor) and s.shape == s_other.shape and torch.equal(s.detach(), s_other):
+            return s  # constant in x: its divergence is zero and autograd agrees
+        raise ArgumentError(
+            "score_fn(x, t) is not differentiable in x (it returned a tensor without an autograd graph, as under "
+            "torch.no_grad(), torch.inference_mode() or .detach()) although its value depends on x: the likelihood "
+            "needs the divergence of the score, which autograd cannot compute then. Call the network with gradients "
+            "enabled inside score_fn (no no_grad/inference_mode/detach); its parameters may stay requires_grad=False"
+        )
 
 
 def _cast_score(score: Callable[[Tensor, Tensor], Tensor], dtype: Optional[torch.dtype]) -> ScoreFn:
@@ -288,7 +322,11 @@ def log_likelihood(
             ``score_fn`` returns a tensor of another shape.
         DataError: ``x`` is not a floating-point tensor or holds NaN/inf.
         TimeRangeError: ``eps`` is not in ``(0, T)``.
-        ValueError: an unknown ``method``, ``trace`` or ``probe``, or an invalid option.
+        ArgumentError: (a ``ValueError``) an unknown ``method``, ``trace`` or ``probe``, an invalid
+            option, or a ``score_fn`` that depends on ``x`` but is not differentiable in it
+            (computed under ``torch.no_grad()``/``torch.inference_mode()`` or detached): the
+            divergence needs autograd through the score. A score that is constant in ``x``
+            (checked once by evaluating it at a perturbed ``x``) is accepted.
         NonFiniteError: the velocity, the divergence or the resulting log-density is not finite.
             No partial result is returned: the error names the first time with a non-finite value.
         IntegrationError: the adaptive solver's step size underflowed, or it exceeded ``max_steps``.
@@ -319,33 +357,33 @@ def log_likelihood(
     if not bool(torch.isfinite(x).all()):
         raise DataError("x holds NaN or infinite values")
     T = float(sde.T)
-    eps = float(eps)
+    eps = finite_float(eps, "eps")
     if not (0.0 < eps < T):
         raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
     if method not in ADAPTIVE_METHODS and method not in FIXED_METHODS:
         valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
-        raise ValueError(f"unknown ODE method {method!r}; valid methods: {valid}")
+        raise ArgumentError(f"unknown ODE method {method!r}; valid methods: {valid}")
     adaptive = method in ADAPTIVE_METHODS
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+    rtol = finite_float(rtol, "rtol", positive=True)
+    atol = finite_float(atol, "atol", positive=True)
     if trace not in TRACES:
-        raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        raise ArgumentError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
-        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+        raise ArgumentError(f"probe must be one of {PROBES}, got {probe!r}")
     n_probes = _positive_int(n_probes, "n_probes")
     if trace == "exact" and n_probes != 1:
-        raise ValueError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
+        raise ArgumentError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
     chunk_size = _positive_int(chunk_size, "chunk_size", allow_none=True)
     max_steps = _positive_int(max_steps, "max_steps", allow_none=True)
     steps = _positive_int(steps, "steps", allow_none=True)
     if adaptive and steps is not None:
-        raise ValueError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+        raise ArgumentError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
     if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
-        raise ValueError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
+        raise ArgumentError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)
-    pf = sde.probability_flow(_cast_score(score, score_dtype))
+    pf = sde.probability_flow(_cast_score(_DifferentiabilityCheck(score), score_dtype))
 
     # ---------------------------------------------------------------- divergence
     if trace == "hutchinson":
@@ -363,7 +401,8 @@ def log_likelihood(
 
     def rhs(t: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
         x_t = state[0]
-        tb = t.clamp(eps, T).expand(B)  # the solver may probe just outside [eps, T]; the SDE never sees it
+        # The solver may probe just outside [eps, T] (or at NaN once its step underflows); the SDE never sees it.
+        tb = torch.nan_to_num(t, nan=eps).clamp(eps, T).expand(B)
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
             v = pf.drift(x_t, tb)  # v = f(x, t) - 1/2 g(t)^2 s(x, t): the one forward pass
@@ -473,7 +512,7 @@ def bits_per_dim(
     Raises:
         DataError: ``x_int`` is not an integer tensor or holds values outside ``[0, levels)``.
         ShapeError: ``x_int`` is not ``[B, *event]``.
-        ValueError: ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
+        ArgumentError: (a ``ValueError``) ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
             ``repeats < 1``, a non-floating ``dtype``, or a ``likelihood_options`` key that
             :func:`bits_per_dim` sets itself.
         And everything :func:`log_likelihood` raises.
@@ -487,19 +526,19 @@ def bits_per_dim(
             f"x_int must have shape [B, *event] with B >= 1 and at least one event dim, got {tuple(x_int.shape)}"
         )
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        raise ArgumentError(f"levels must be an integer >= 2, got {levels!r}")
     try:
         lo, hi = (float(v) for v in data_range)
     except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
+        raise ArgumentError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite with lo < hi, got {data_range!r}")
+        raise ArgumentError(f"data_range must be finite with lo < hi, got {data_range!r}")
     repeats = _positive_int(repeats, "repeats")
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise ArgumentError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if "generator" in likelihood_options or "x" in likelihood_options:
-        raise ValueError("pass generator to bits_per_dim itself; x is built from x_int")
+        raise ArgumentError("pass generator to bits_per_dim itself; x is built from x_int")
     k_min, k_max = int(x_int.min()), int(x_int.max())
     if k_min < 0 or k_max >= levels:
         raise DataError(f"x_int must lie in [0, levels) = [0, {levels}), got values in [{k_min}, {k_max}]")
