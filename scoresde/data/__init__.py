@@ -23,7 +23,7 @@ from torch import Tensor
 
 from ..errors import DataError
 from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array
-from .mnist import MNIST_DATASETS, MNIST_MD5, SPLITS, load_mnist, read_idx, resolve_mnist_dir
+from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
 from .toy import TOY_DATASETS, toy_data, toy_gmm
 
 #: Number of points drawn for a toy data set when ``n`` is not given.
@@ -190,7 +190,7 @@ def get_dataset(
     if spec in MNIST_DATASETS:
         if data_dir is None:
             raise DataError(f"{spec} needs data_dir: the folder with its four IDX files (or a parent with a '{spec}' folder)")
-        images, labels = load_mnist(data_dir, split=split, dataset=spec)
+        images, labels = load_mnist(data_dir, split=split, dataset=spec, check_md5=True)
         images, labels = _check_n(images, n, spec), _check_n(labels, n, spec)
         return Dataset(spec, to_model_range(images), 256, DEFAULT_RANGE, labels)
 
@@ -219,6 +219,6 @@ __all__ = [
     "Dataset", "get_dataset", "to_model_range", "to_levels", "dequantization_range",
     "toy_data", "toy_gmm", "TOY_DATASETS",
     "load_array", "read_array", "NPZ_KEYS",
-    "load_mnist", "read_idx", "resolve_mnist_dir", "MNIST_DATASETS", "MNIST_MD5", "SPLITS",
+    "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
     "DEFAULT_TOY_SIZE", "DEFAULT_RANGE",
 ]
