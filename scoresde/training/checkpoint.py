@@ -127,6 +127,11 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     except pickle.UnpicklingError as e:
         if _needs_code(e):
             raise CheckpointError(_refused_message(f, e)) from None
+        if "Weights only load failed" in str(e):  # a pickle the safe loader cannot read: damaged, or made for the full unpickler
+            raise CheckpointError(
+                f"{f} is not a readable checkpoint: torch's safe loader rejects it ({_unpickler_reason(e)}), so it is either "
+                "damaged or a pickle that needs code execution to load; it is refused"
+            ) from None
         raise CheckpointError(f"{f} is not a readable checkpoint (truncated or corrupt?): {_unpickler_reason(e)}") from None
     except Exception as e:  # a damaged file can make the reader fail in many ways (IndexError, KeyError, ...)
         if _needs_code(e):
@@ -265,9 +270,17 @@ def _fsync_dir(directory: Path) -> None:
 def _unpickler_reason(e: BaseException) -> str:
     for line in str(e).splitlines():
         if "WeightsUnpickler error" in line:
-            return line.split("WeightsUnpickler error:")[-1].strip().split(" was not an allowed global")[0] or "unpickling failed"
+            return line.split("WeightsUnpickler error:")[-1].strip().split(" was not an allowed global")[0] or _detail(e)
     first = (str(e).strip().splitlines() or [""])[0]
     return "unpickling failed" if "weights_only" in first or not first else first
+
+
+def _detail(e: BaseException) -> str:
+    """The specific line of a weights-only failure (e.g. ``Unsupported operand 100``)."""
+    for line in str(e).splitlines():
+        if line.strip().startswith(("Unsupported", "Trying to load")):
+            return line.strip()
+    return "unpickling failed"
 
 
 def _first_line(e: BaseException) -> str:
