@@ -15,7 +15,7 @@ from scoresde._utils import as_time, check_int, finite_float, positive_int, reso
 from scoresde.errors import ArgumentError, DataError, ShapeError, TimeRangeError
 from scoresde.likelihood import log_likelihood
 from scoresde.nets import MLP, UNet, build_network
-from scoresde.training import Trainer, TrainConfig
+from scoresde.training import TrainConfig, Trainer
 
 
 def _std_normal_log_prob(x: torch.Tensor) -> torch.Tensor:

@@ -21,7 +21,7 @@ import torch
 
 from scoresde.cli import main
 from scoresde.errors import CheckpointError, NonFiniteError, RunLockedError
-from scoresde.training import Trainer, TrainConfig, load_model
+from scoresde.training import TrainConfig, Trainer, load_model
 from scoresde.training import distributed as D
 from scoresde.training.checkpoint import load_checkpoint, payload_digest, save_checkpoint
 from scoresde.training.runlock import LOCK_FILE, RunLock
