@@ -360,6 +360,13 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     return opts
 
 
+def _check_sample_size(n: int, event: tuple) -> None:
+    """Refuse up front a request whose samples alone would not fit in memory (``--num 10**12``)."""
+    from ._utils import check_memory
+
+    check_memory(n * math.prod(event) * 4, f"{n:,} samples of shape {event}", "Ask for fewer samples (--num)")
+
+
 def _device(name: str):
     from .training.distributed import resolve_device
 
@@ -383,6 +390,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     event = tuple(cfg.event_shape)
     n = args.num or (64 if len(event) == 3 else 1000)
     batch = args.batch_size or n
+    _check_sample_size(n, event)
     try:
         solver = make_solver(args.solver, SOLVERS, **opts)
     except (TypeError, ValueError) as e:

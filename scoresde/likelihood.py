@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ._utils import batch_sum, check_batch, event_numel, finite_float, positive_int, randn
+from ._utils import batch_sum, check_batch, check_memory, event_numel, finite_float, positive_int, randn
 from .errors import ArgumentError, DataError, NonFiniteError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn
 from .solvers.base import CountedScore
@@ -386,7 +386,10 @@ def log_likelihood(
     pf = sde.probability_flow(_cast_score(_DifferentiabilityCheck(score), score_dtype))
 
     # ---------------------------------------------------------------- divergence
+    itemsize = x.element_size()
     if trace == "hutchinson":
+        check_memory(n_probes * x.numel() * itemsize * 3, f"{n_probes} Hutchinson probes for x of shape {tuple(x.shape)}",
+                     "Use fewer probes (n_probes) or a smaller batch")
         shape = (n_probes, *x.shape)
         if probe == "rademacher":
             probes = _rademacher(shape, generator, device, dtype)
@@ -396,6 +399,8 @@ def log_likelihood(
     else:
         if chunk_size is None:
             chunk_size = max(1, min(D, _EXACT_CHUNK_ELEMENTS // (B * D)))
+        check_memory(min(chunk_size, D) * x.numel() * itemsize * 3, f"exact-trace cotangents of {min(chunk_size, D)} x {tuple(x.shape)}",
+                     "Pass a smaller chunk_size or batch")
         div = _Divergence("exact", None, chunk_size=min(chunk_size, D))
     monitor = _NonFiniteMonitor(x)
 

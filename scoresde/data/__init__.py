@@ -21,6 +21,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._utils import check_int, positive_int
 from ..errors import DataError
 from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array
 from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
@@ -35,9 +36,7 @@ DEFAULT_RANGE = (-1.0, 1.0)
 
 
 def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, float, float]:
-    levels = int(levels)
-    if levels < 2:
-        raise ValueError(f"levels must be >= 2, got {levels}")
+    levels = check_int(levels, "levels", minimum=2)
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")
@@ -178,8 +177,8 @@ def get_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n is not None and (int(n) != n or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if n is not None:
+        n = positive_int(n, "n")
     spec = os.fspath(spec)
 
     if spec in TOY_DATASETS:

@@ -162,7 +162,26 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
     missing = [k for k in _REQUIRED if k not in state]
     if missing:
         raise CheckpointError(f"{f} is incomplete: missing {missing}")
+    _check_types(state, f)
     return state
+
+
+def _is_weights(d: Any) -> bool:
+    return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in d.items())
+
+
+def _check_types(state: Dict[str, Any], f: Path) -> None:
+    """Refuse entries of the wrong kind with a clear message (rather than a TypeError deep in the trainer)."""
+    step = state["step"]
+    if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+        raise CheckpointError(f"{f} is malformed: step must be a non-negative integer, got {step!r}")
+    if not isinstance(state["config"], str):
+        raise CheckpointError(f"{f} is malformed: config must be a JSON string, got {type(state['config']).__name__}")
+    if not _is_weights(state["model"]):
+        raise CheckpointError(f"{f} is malformed: model must map parameter names to tensors")
+    ema = state["ema"]
+    if not isinstance(ema, dict) or ("state" in ema and not _is_weights(ema["state"])):
+        raise CheckpointError(f"{f} is malformed: ema must hold a 'state' mapping parameter names to tensors")
 
 
 def payload_digest(obj: Any) -> str:

@@ -27,6 +27,7 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
+from .._utils import check_memory
 from ..errors import CheckpointError, DataError, NonFiniteError, OutputError, RunLockedError
 from ..score import NetworkScore
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
@@ -256,6 +257,9 @@ class Trainer:
             if int(state["step"]) > cfg.steps:
                 raise ConfigError(f"the checkpoint is at step {state['step']}, beyond steps={cfg.steps}; raise steps to continue")
 
+        # A batch of inputs, noise and targets (with their gradients) must at least fit.
+        check_memory(cfg.batch_size * math.prod(cfg.event_shape) * 4 * 8, f"training batches of {cfg.batch_size} x {tuple(cfg.event_shape)}",
+                     "Use a smaller --batch-size")
         # Model: the SDE, the network (seeded), its score wrapper, the EMA and the optimizer.
         self.sde = build_sde(cfg.sde, **cfg.sde_kwargs)
         try:
@@ -639,6 +643,8 @@ def load_model(
         net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where} cannot be rebuilt: {e}") from None
+    if use_ema and "state" not in state["ema"]:
+        raise CheckpointError(f"{where} holds no EMA weights; load the raw weights (use_ema=False, --raw-weights)")
     weights = state["ema"]["state"] if use_ema else state["model"]
     bad = _first_nonfinite(weights)
     if bad is not None:
