@@ -223,8 +223,21 @@ def check_memory(nbytes: int, what: str, hint: str = "") -> None:
         )
 
 
+def check_generator(generator: Any, name: str = "generator") -> None:
+    """Raise :class:`ArgumentError` unless ``generator`` is ``None`` or a ``torch.Generator``.
+
+    A seed is not a generator: ``generator=0`` is refused (use ``torch.Generator().manual_seed(0)``).
+    """
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise ArgumentError(
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}; "
+            "for a seed use torch.Generator().manual_seed(seed)"
+        )
+
+
 def seed_from_generator(generator: Optional[torch.Generator]) -> int:
     """Draw a 62-bit integer seed from ``generator`` (or the global RNG when ``None``)."""
+    check_generator(generator)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
 
@@ -240,6 +253,9 @@ def randn(
     The noise is drawn on the generator's own device (so a CPU generator gives the same bits
     whatever the target device) and then moved to ``device`` if that differs.
     """
+    check_generator(generator)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise ArgumentError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
     if generator is None or torch.device(generator.device).type == torch.device(device or "cpu").type:
         return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)

@@ -57,6 +57,14 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _thread_count(s: str) -> int:
+    v = _positive_int(s)
+    limit = 4 * (os.cpu_count() or 1)
+    if v > limit:
+        raise argparse.ArgumentTypeError(f"expected at most {limit} threads (4 per CPU core), got {s!r}")
+    return v
+
+
 def _nonneg_int(s: str) -> int:
     try:
         v = int(s)
@@ -137,7 +145,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=_positive_int,
+    common.add_argument("--threads", type=_thread_count,
                         help="torch CPU threads (1 is often fastest for small networks and on shared machines)")
 
     # ---- train

@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 from torchdiffeq import odeint
 
-from ._utils import batch_sum, check_batch, check_memory, event_numel, finite_float, positive_int, randn
+from ._utils import batch_sum, check_batch, check_generator, check_memory, event_numel, finite_float, positive_int, randn
 from .errors import ArgumentError, DataError, NonFiniteError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn
 from .solvers.base import CountedScore
@@ -378,6 +378,7 @@ def log_likelihood(
     steps = _positive_int(steps, "steps", allow_none=True)
     if adaptive and steps is not None:
         raise ArgumentError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+    check_generator(generator)
     if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
         raise ArgumentError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
 
@@ -539,6 +540,7 @@ def bits_per_dim(
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise ArgumentError(f"data_range must be finite with lo < hi, got {data_range!r}")
     repeats = _positive_int(repeats, "repeats")
+    check_generator(generator)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise ArgumentError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")

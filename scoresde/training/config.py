@@ -189,6 +189,16 @@ class TrainConfig:
             raise ConfigError(f"loss_eps must lie in (0, 1), got {self.loss_eps!r}")
         if not isinstance(self.sde_kwargs, dict) or not isinstance(self.net_kwargs, dict):
             raise ConfigError("sde_kwargs and net_kwargs must be dicts")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ConfigError(f"out must be a non-empty directory path, got {self.out!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"data_dir must be a path (a string) or None, got {self.data_dir!r}")
+        for name in ("importance_sampling", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for key, v in self.sde_kwargs.items():
+            if not _is_finite_number(v):
+                raise ConfigError(f"sde_kwargs[{key!r}] must be a finite number, got {v!r}")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ConfigError("importance_sampling=True needs weighting='likelihood'")
         if not isinstance(self.device, str) or not (
