@@ -7,10 +7,15 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 from . import errors
 from ._utils import append_dims
 from .errors import (
+    ArgumentError,
     DataError,
+    DistributedError,
     IncompatibleSDEError,
     IntegrationError,
     NonFiniteError,
+    OutputError,
+    ResourceLimitError,
+    RunLockedError,
     ScoreSDEError,
     ShapeError,
     TimeRangeError,
@@ -30,5 +35,6 @@ __all__ = [
     "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
+    "ArgumentError", "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
 ]
