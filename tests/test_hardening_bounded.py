@@ -161,3 +161,39 @@ def test_a_timed_out_collective_becomes_one_clear_error():
     err = D.collective_failure(e)
     assert isinstance(err, DistributedError) and D.TIMEOUT_ENV in str(err) and "\n" not in str(err)
     assert not D.is_collective_failure(RuntimeError("shape mismatch"))
+
+
+_STALL_SCRIPT = """
+import sys, time, torch
+from scoresde.training import distributed as D
+info = D.init_distributed("cpu")
+if info.rank == 1:
+    time.sleep(600)  # a stalled rank: without the timeout, rank 0 would wait for it
+    sys.exit(0)
+try:
+    D.all_reduce_mean(torch.ones(2), info)
+except Exception as e:
+    assert D.is_collective_failure(e), repr(e)
+    print("scoresde: error:", D.collective_failure(e), file=sys.stderr)
+    sys.exit(1)
+sys.exit(0)
+"""
+
+
+@pytest.mark.slow
+def test_a_stalled_rank_does_not_block_the_others_forever(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    (tmp_path / "stall.py").write_text(_STALL_SCRIPT)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", D.TIMEOUT_ENV: "3",
+           "PYTHONPATH": str(repo) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env.pop("SCORESDE_MAX_BYTES", None)
+    # The bound below (120 s) is far below the stall (600 s): only the collective timeout can end the run in time.
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                           str(tmp_path / "stall.py")], env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode != 0
+    assert "did not answer within the collective timeout (3 s" in proc.stderr, proc.stderr[-2000:]

@@ -139,3 +139,25 @@ def test_likelihood_option_errors_are_scoresde_errors():
             scoresde.log_likelihood(sde, score, x, **kwargs)
     with pytest.raises(ArgumentError):
         scoresde.log_likelihood(sde, score, x, method="rk99")
+
+
+# ---------------------------------------------------------------------- Python arguments
+@pytest.mark.parametrize("generator", [0, 42, "seed", torch.zeros(1)])
+def test_a_seed_is_not_a_generator(generator):
+    sde, x, score = scoresde.VPSDE(), torch.zeros(2, 2), lambda x, t: -x
+    with pytest.raises(ArgumentError, match="torch.Generator"):
+        sde.prior_sample((2, 2), generator=generator)
+    with pytest.raises(ArgumentError, match="torch.Generator"):
+        scoresde.log_likelihood(sde, score, x, trace="hutchinson", generator=generator)
+    with pytest.raises(ArgumentError, match="torch.Generator"):
+        scoresde.bits_per_dim(sde, score, torch.zeros(2, 2, dtype=torch.long), generator=generator)
+
+
+def test_a_string_is_not_a_dtype():
+    with pytest.raises(ArgumentError, match="dtype"):
+        scoresde.VPSDE().prior_sample((2, 2), dtype="float32")
+
+
+def test_threads_are_bounded(capsys):
+    code, _, err = run(["sample", "--threads", "100000000"], capsys)
+    assert code == 2 and "threads" in err and "Traceback" not in err

@@ -146,3 +146,38 @@ def test_training_config_with_a_fractional_width_is_refused(tmp_path):
                       device="cpu", sample_every=-1)
     with pytest.raises(ValueError, match="hidden must be an integer"):
         Trainer(cfg)
+
+
+# ---------------------------------------------------------------------- options that looked valid and were not
+@pytest.mark.parametrize("changes", [dict(compile="yes"), dict(importance_sampling="no", weighting="likelihood"),
+                                     dict(out=""), dict(out=3), dict(data_dir=3), dict(sde_kwargs={"beta_max": "20"})])
+def test_training_options_of_the_wrong_type_are_refused(changes):
+    # compile="yes" and importance_sampling="no" are truthy: both used to switch the option on silently.
+    with pytest.raises(ValueError):
+        TrainConfig(**changes).validate()
+
+
+@pytest.mark.parametrize("make", [lambda: scoresde.VPSDE(beta_min=True), lambda: scoresde.VESDE(0.01, True),
+                                  lambda: scoresde.VPSDE(beta_max="20")])
+def test_sde_parameters_must_be_real_numbers(make):
+    with pytest.raises(ArgumentError):
+        make()
+
+
+def test_counts_in_data_helpers_are_not_truncated():
+    from scoresde.data import get_dataset, to_model_range, toy_data
+
+    with pytest.raises(ArgumentError):
+        toy_data("moons", True)  # was one point
+    with pytest.raises(ArgumentError):
+        get_dataset("moons", n=True)
+    with pytest.raises(ArgumentError):
+        to_model_range(torch.tensor([0, 1]), levels=2.5)  # was 2 levels
+
+
+def test_mixture_parameters_are_validated():
+    from scoresde.exact import GaussianMixture
+
+    for weights, stds in (([-1.0, 2.0], 1.0), ([0.0, 0.0], 1.0), ([0.5, 0.5], -1.0), ([0.5, float("nan")], 1.0)):
+        with pytest.raises(ValueError):
+            GaussianMixture(torch.tensor(weights), torch.zeros(2, 1), stds)
