@@ -165,7 +165,7 @@ def test_lock_of_a_live_process_is_respected(tmp_path):
 def test_two_concurrent_cli_trainers_one_refuses(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     cmd = [sys.executable, "-m", "scoresde", "train", "--data", "gmm", "--n-train", "256", "--batch-size", "32", *TINY_ARGS,
-           "--steps", "300", "--sample-every", "-1", "--out", str(tmp_path / "run"), "--quiet"]
+           "--steps", "2000", "--sample-every", "-1", "--out", str(tmp_path / "run"), "--quiet"]
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]
     codes = sorted(c for c, _ in results)
