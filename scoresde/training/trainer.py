@@ -545,7 +545,11 @@ class Trainer:
                 if ckpt_due or self._figure_due(last):
                     t_aside = time.perf_counter()
                     if ckpt_due:
-                        self.save()
+                        try:
+                            self.save()
+                        except NonFiniteError as e:
+                            log.write({"event": "nonfinite", "step": self.step, "reason": str(e), "time": time.time()})
+                            raise
                     if self._figure_due(last):
                         self._draw_samples()
                     # Throughput figures count training only, not checkpoints and figures.
