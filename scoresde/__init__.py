@@ -7,12 +7,12 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 from . import errors
 from ._utils import append_dims
 from .errors import (
-    ArgumentError,
     DataError,
     DistributedError,
     IncompatibleSDEError,
     IntegrationError,
     NonFiniteError,
+    OptionError,
     OutputError,
     ResourceLimitError,
     RunLockedError,
@@ -24,7 +24,7 @@ from .errors import (
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
-from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
+from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
 
 __version__ = "0.1.0"
 
@@ -32,9 +32,9 @@ __all__ = [
     "append_dims",
     "SDE", "ReverseSDE", "VPSDE", "SubVPSDE", "VESDE",
     "NetworkScore", "as_score_fn", "tweedie_denoise",
-    "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",
+    "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
-    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
-    "ArgumentError", "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
+    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError", "OptionError",
+    "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
 ]

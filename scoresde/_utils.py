@@ -5,12 +5,13 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Any, Optional, Sequence, Union
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .errors import ArgumentError, ResourceLimitError, ShapeError, TimeRangeError
+from ._validation import _is_integral, check_generator
+from .errors import OptionError, ResourceLimitError, ShapeError, TimeRangeError
 
 Number = Union[float, int]
 
@@ -106,7 +107,7 @@ def resolve_shape(shape: Union[Sequence[int], torch.Size], itemsize: int = 4) ->
     for s in shape:
         if isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point() and s.dtype != torch.bool:
             s = int(s)
-        if not _is_integral(s):
+        if isinstance(s, bool) or not _is_integral(s):
             raise ShapeError(f"shape must be a sequence of ints like (B, D) or (B, C, H, W), got {shape!r} (entry {s!r})")
         entries.append(int(s))
     size = torch.Size(entries)
@@ -114,73 +115,6 @@ def resolve_shape(shape: Union[Sequence[int], torch.Size], itemsize: int = 4) ->
         raise ShapeError(f"shape must be (B, *event) with every entry positive and at least one event dim, got {tuple(size)}")
     check_memory(math.prod(size) * itemsize, f"a tensor of shape {tuple(size)}")
     return size
-
-
-# --------------------------------------------------------------------------- validators
-# One set of checks for user-given numbers, shared by the library, the networks, the training
-# configuration and the command line. Each returns the value converted (int or float) or raises
-# ArgumentError naming the argument; none truncates (1.7 is not 1) and none accepts a bool as a number.
-
-
-def _is_integral(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    if isinstance(v, numbers.Integral):
-        return True
-    return isinstance(v, numbers.Real) and math.isfinite(float(v)) and float(v) == math.floor(float(v))
-
-
-def check_int(value: Any, name: str, minimum: Optional[int] = None, maximum: Optional[int] = None) -> int:
-    """``value`` as an ``int`` if it is a whole number in ``[minimum, maximum]``, else :class:`ArgumentError`.
-
-    Integral floats (``3.0``, ``1e8`` from JSON) are accepted; ``1.7``, ``nan``, ``inf``, bools and
-    strings are refused.
-    """
-    if not _is_integral(value):
-        raise ArgumentError(f"{name} must be an integer, got {value!r}")
-    v = int(value)
-    if minimum is not None and v < minimum:
-        raise ArgumentError(f"{name} must be an integer >= {minimum}, got {value!r}")
-    if maximum is not None and v > maximum:
-        raise ArgumentError(f"{name} must be an integer <= {maximum}, got {value!r}")
-    return v
-
-
-def positive_int(value: Any, name: str) -> int:
-    """``value`` as an ``int >= 1`` (see :func:`check_int`)."""
-    return check_int(value, name, minimum=1)
-
-
-def nonneg_int(value: Any, name: str) -> int:
-    """``value`` as an ``int >= 0`` (see :func:`check_int`)."""
-    return check_int(value, name, minimum=0)
-
-
-#: Seeds must fit torch's signed 64-bit seed (``torch.manual_seed`` refuses ``2**63`` and above).
-MAX_SEED = 2**63 - 1
-
-
-def seed_int(value: Any, name: str = "seed") -> int:
-    """A seed in ``[0, 2**63 - 1]``."""
-    return check_int(value, name, minimum=0, maximum=MAX_SEED)
-
-
-def finite_float(
-    value: Any, name: str, *, minimum: Optional[float] = None, maximum: Optional[float] = None, positive: bool = False
-) -> float:
-    """``value`` as a finite ``float`` (``> 0`` with ``positive``; within ``[minimum, maximum]``), else :class:`ArgumentError`."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise ArgumentError(f"{name} must be a number, got {value!r}")
-    v = float(value)
-    if not math.isfinite(v):
-        raise ArgumentError(f"{name} must be a finite number, got {value!r}")
-    if positive and not v > 0:
-        raise ArgumentError(f"{name} must be positive, got {value!r}")
-    if minimum is not None and v < minimum:
-        raise ArgumentError(f"{name} must be >= {minimum}, got {value!r}")
-    if maximum is not None and v > maximum:
-        raise ArgumentError(f"{name} must be <= {maximum}, got {value!r}")
-    return v
 
 
 # --------------------------------------------------------------------------- memory bounds
@@ -199,7 +133,7 @@ def memory_limit_bytes() -> int:
         try:
             return max(1, int(float(env)))
         except ValueError:
-            raise ArgumentError(f"${MEMORY_LIMIT_ENV} must be a number of bytes, got {env!r}") from None
+            raise OptionError(f"${MEMORY_LIMIT_ENV} must be a number of bytes, got {env!r}") from None
     try:
         return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # not POSIX: a generous fixed bound
@@ -224,18 +158,6 @@ def check_memory(nbytes: int, what: str, hint: str = "") -> None:
         )
 
 
-def check_generator(generator: Any, name: str = "generator") -> None:
-    """Raise :class:`ArgumentError` unless ``generator`` is ``None`` or a ``torch.Generator``.
-
-    A seed is not a generator: ``generator=0`` is refused (use ``torch.Generator().manual_seed(0)``).
-    """
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise ArgumentError(
-            f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}; "
-            "for a seed use torch.Generator().manual_seed(seed)"
-        )
-
-
 def seed_from_generator(generator: Optional[torch.Generator]) -> int:
     """Draw a 62-bit integer seed from ``generator`` (or the global RNG when ``None``)."""
     check_generator(generator)
@@ -256,7 +178,7 @@ def randn(
     """
     check_generator(generator)
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ArgumentError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
     if generator is None or torch.device(generator.device).type == torch.device(device or "cpu").type:
         return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)

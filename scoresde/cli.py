@@ -135,7 +135,7 @@ def _key_value(s: str) -> tuple:
 def build_parser() -> argparse.ArgumentParser:
     """The ``scoresde`` argument parser with its four sub-commands."""
     from . import __version__
-    from .solvers import SOLVERS
+    from .solvers import GRIDS, SOLVERS
 
     p = argparse.ArgumentParser(
         prog="scoresde",
@@ -206,6 +206,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, help="solver steps (solver default when omitted)")
     s.add_argument("--eps", type=_positive_float, help="final time of the reverse process")
     s.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
+    s.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the solver's own)")
     g = s.add_argument_group("solver options (each only for the solvers that take it)")
     g.add_argument("--snr", type=_positive_float, help="Langevin corrector signal-to-noise ratio (pc, langevin)")
     g.add_argument("--corrector-steps", type=_nonneg_int, help="Langevin steps per time step (pc, langevin)")
@@ -218,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eta", type=_nonneg_float, help="DDIM stochasticity in [0, 1] (ddim)")
     g.add_argument("--steps-per-level", type=_positive_int, help="Langevin steps per noise level (annealed_langevin)")
     g.add_argument("--step-ratio", type=_positive_float, help="Langevin step size over sigma^2 (annealed_langevin)")
+    g.add_argument("--solver-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the solver's class, e.g. --solver-arg order=3 (repeatable)")
 
     # ---- likelihood
     lk = sub.add_parser(
@@ -344,6 +347,16 @@ def _saved_run_config(out: Path):
     return cfg
 
 
+def _literal(raw: str) -> Any:
+    """A command-line value as a Python literal (number, bool, None, string, tuple), else the string itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+
+
 def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     """The solver options given on the command line, checked against what ``solver`` takes."""
     from .solvers import SOLVERS
@@ -359,6 +372,14 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
             opts[name] = value
         else:
             rejected.append("--" + dest.replace("_", "-"))
+    for item in getattr(args, "solver_arg", None) or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--solver-arg takes KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise UserError(f"solver {solver!r} has no option {key!r}; its options: {', '.join(accepted) or 'none'}")
+        opts[key] = _literal(raw)
     if rejected:
         takes = ", ".join("--" + n.replace("_", "-") for n in accepted if n in SOLVER_FLAGS.values())
         raise UserError(
@@ -385,8 +406,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .solvers import SOLVERS, solve
-    from .solvers.base import make_solver
+    from .solvers import make_solver, solve
     from .training import load_model
 
     out = Path(args.out)
@@ -400,7 +420,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     batch = args.batch_size or n
     _check_sample_size(n, event)
     try:
-        solver = make_solver(args.solver, SOLVERS, **opts)
+        solver = make_solver(args.solver, **opts)
     except (TypeError, ValueError) as e:
         raise UserError(f"solver {args.solver!r}: {e}") from None
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -409,7 +429,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for start in range(0, n, batch):
         b = min(batch, n - start)
         res = solve(sde, score, (b, *event), solver=solver, steps=args.steps, generator=gen, device=device,
-                    eps=args.eps, denoise=False if args.no_denoise else None)
+                    eps=args.eps, denoise=False if args.no_denoise else None, grid=args.grid)
         chunks.append(res.samples.float().cpu())
         nfe += res.nfe
     seconds = time.perf_counter() - t0
@@ -461,7 +481,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         )
     if args.trace == "exact" and args.n_probes != 1:
         raise UserError("--n-probes applies to --trace hutchinson only")
-    from .solvers.ode import ADAPTIVE_METHODS, FIXED_METHODS
+    from .solvers.odeint import ADAPTIVE_METHODS, FIXED_METHODS
 
     if args.method not in ADAPTIVE_METHODS and args.method not in FIXED_METHODS:
         raise UserError(f"unknown ODE method {args.method!r}; valid methods: {', '.join([*ADAPTIVE_METHODS, *FIXED_METHODS])}")

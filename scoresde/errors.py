@@ -47,8 +47,12 @@ class CheckpointError(ScoreSDEError, ValueError):
     """Missing, corrupt or incompatible checkpoint."""
 
 
-class ArgumentError(ScoreSDEError, ValueError):
-    """An argument has the wrong type or an invalid value (e.g. ``steps=1.7``, ``hidden=nan``, a bool for a count)."""
+class OptionError(ScoreSDEError, ValueError, TypeError):
+    """An argument or option has an invalid value or type (a non-integer step count, an unknown grid,
+    a generator that is not a ``torch.Generator``, a solver option the solver does not take).
+
+    It is both a ``ValueError`` and a ``TypeError``, so either ``except`` clause catches it.
+    """
 
 
 class ResourceLimitError(ScoreSDEError, MemoryError):

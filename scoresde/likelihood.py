@@ -29,13 +29,13 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
-from ._utils import batch_sum, check_batch, check_generator, check_memory, event_numel, finite_float, positive_int, randn
-from .errors import ArgumentError, DataError, NonFiniteError, ShapeError, TimeRangeError
-from .sde.base import SDE, ScoreFn
+from ._utils import batch_sum, check_batch, check_memory, event_numel, randn
+from ._validation import check_generator, finite_float, positive_int
+from .errors import DataError, NonFiniteError, OptionError, ShapeError, TimeRangeError
+from .sde.base import SDE, ScoreFn, reverse_drift
 from .solvers.base import CountedScore
-from .solvers.ode import _TORCHDIFFEQ_NAME, ADAPTIVE_METHODS, FIXED_METHODS, ode_failure
+from .solvers.odeint import DEFAULT_MAX_STEPS, check_method, odeint_checked
 
 __all__ = ["PROBES", "TRACES", "BitsPerDimResult", "LikelihoodResult", "bits_per_dim", "log_likelihood"]
 
@@ -218,7 +218,7 @@ class _DifferentiabilityCheck:
     without a graph, and its divergence would silently come out as zero. The rule: if the output
     does not require grad while ``x`` does, the score is evaluated once more at a perturbed ``x``;
     if the output changes, the score depends on ``x`` without being differentiable and
-    :class:`~scoresde.errors.ArgumentError` is raised. If it does not change, the score is
+    :class:`~scoresde.errors.OptionError` is raised. If it does not change, the score is
     constant in ``x`` (its divergence really is zero) and is accepted.
     """
 
@@ -238,7 +238,7 @@ class _DifferentiabilityCheck:
             s_other = self.score(x_other, t)
         if isinstance(s, Tensor) and isinstance(s_other, Tensor) and s.shape == s_other.shape and torch.equal(s.detach(), s_other):
             return s  # constant in x: its divergence is zero and autograd agrees
-        raise ArgumentError(
+        raise OptionError(
             "score_fn(x, t) is not differentiable in x (it returned a tensor without an autograd graph, as under "
             "torch.no_grad(), torch.inference_mode() or .detach()) although its value depends on x: the likelihood "
             "needs the divergence of the score, which autograd cannot compute then. Call the network with gradients "
@@ -269,7 +269,7 @@ def log_likelihood(
     generator: Optional[torch.Generator] = None,
     chunk_size: Optional[int] = None,
     score_dtype: Optional[torch.dtype] = None,
-    max_steps: Optional[int] = 10_000,
+    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
     steps: Optional[int] = None,
 ) -> LikelihoodResult:
     """Log-likelihood of data under a score model through the probability-flow ODE.
@@ -322,7 +322,7 @@ def log_likelihood(
             ``score_fn`` returns a tensor of another shape.
         DataError: ``x`` is not a floating-point tensor or holds NaN/inf.
         TimeRangeError: ``eps`` is not in ``(0, T)``.
-        ArgumentError: (a ``ValueError``) an unknown ``method``, ``trace`` or ``probe``, an invalid
+        OptionError: (a ``ValueError``) an unknown ``method``, ``trace`` or ``probe``, an invalid
             option, or a ``score_fn`` that depends on ``x`` but is not differentiable in it
             (computed under ``torch.no_grad()``/``torch.inference_mode()`` or detached): the
             divergence needs autograd through the score. A score that is constant in ``x``
@@ -360,31 +360,26 @@ def log_likelihood(
     eps = finite_float(eps, "eps")
     if not (0.0 < eps < T):
         raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
-    if method not in ADAPTIVE_METHODS and method not in FIXED_METHODS:
-        valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
-        raise ArgumentError(f"unknown ODE method {method!r}; valid methods: {valid}")
-    adaptive = method in ADAPTIVE_METHODS
-    rtol = finite_float(rtol, "rtol", positive=True)
-    atol = finite_float(atol, "atol", positive=True)
+    adaptive = check_method(method, rtol, atol)
     if trace not in TRACES:
-        raise ArgumentError(f"trace must be one of {TRACES}, got {trace!r}")
+        raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
-        raise ArgumentError(f"probe must be one of {PROBES}, got {probe!r}")
+        raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
     n_probes = _positive_int(n_probes, "n_probes")
     if trace == "exact" and n_probes != 1:
-        raise ArgumentError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
+        raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
     chunk_size = _positive_int(chunk_size, "chunk_size", allow_none=True)
     max_steps = _positive_int(max_steps, "max_steps", allow_none=True)
     steps = _positive_int(steps, "steps", allow_none=True)
     if adaptive and steps is not None:
-        raise ArgumentError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+        raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
     check_generator(generator)
     if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
-        raise ArgumentError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
+        raise OptionError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)
-    pf = sde.probability_flow(_cast_score(_DifferentiabilityCheck(score), score_dtype))
+    score_in_dtype = _cast_score(_DifferentiabilityCheck(score), score_dtype)
 
     # ---------------------------------------------------------------- divergence
     itemsize = x.element_size()
@@ -411,7 +406,7 @@ def log_likelihood(
         tb = torch.nan_to_num(t, nan=eps).clamp(eps, T).expand(B)
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
-            v = pf.drift(x_t, tb)  # v = f(x, t) - 1/2 g(t)^2 s(x, t): the one forward pass
+            v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)  # v = f - 1/2 g^2 s: the one forward pass
             d = div(v, x_t)  # div_x v, [n, B]: the one (batched) VJP
         monitor.update(t, v, d)
         return v.detach(), d.detach()
@@ -419,23 +414,10 @@ def log_likelihood(
     # ---------------------------------------------------------------- integration
     t_span = torch.tensor([eps, T], device=device, dtype=dtype)
     delta0 = torch.zeros(n_probes, B, device=device, dtype=dtype)
-    options: dict = {}
-    kwargs: dict = {}
-    if adaptive:
-        options["step_t"] = t_span[1:]  # clip the last step to end exactly at T (no step past T)
-        if max_steps is not None:
-            options["max_num_steps"] = max_steps
-        kwargs = dict(rtol=float(rtol), atol=float(atol))
-    else:
-        grid = torch.linspace(eps, T, (steps or 100) + 1, device=device, dtype=dtype)
-        options["grid_constructor"] = lambda func, y0, t: grid
+    grid = None if adaptive else torch.linspace(eps, T, (steps or 100) + 1, device=device, dtype=dtype)
     with torch.no_grad():
-        try:
-            name = _TORCHDIFFEQ_NAME.get(method, method)
-            xs, deltas = odeint(rhs, (x.detach(), delta0), t_span, method=name, options=options, **kwargs)
-        except AssertionError as e:  # torchdiffeq reports failures with asserts
-            monitor.raise_if_bad(method)
-            raise ode_failure(e, method, max_steps) from None
+        xs, deltas = odeint_checked(rhs, (x.detach(), delta0), t_span, method, rtol=rtol, atol=atol, max_steps=max_steps,
+                                    grid=grid, on_failure=lambda: monitor.raise_if_bad(method))
 
     # ---------------------------------------------------------------- change of variables
     z = xs[-1]
@@ -518,7 +500,7 @@ def bits_per_dim(
     Raises:
         DataError: ``x_int`` is not an integer tensor or holds values outside ``[0, levels)``.
         ShapeError: ``x_int`` is not ``[B, *event]``.
-        ArgumentError: (a ``ValueError``) ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
+        OptionError: (a ``ValueError``) ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
             ``repeats < 1``, a non-floating ``dtype``, or a ``likelihood_options`` key that
             :func:`bits_per_dim` sets itself.
         And everything :func:`log_likelihood` raises.
@@ -532,20 +514,20 @@ def bits_per_dim(
             f"x_int must have shape [B, *event] with B >= 1 and at least one event dim, got {tuple(x_int.shape)}"
         )
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ArgumentError(f"levels must be an integer >= 2, got {levels!r}")
+        raise OptionError(f"levels must be an integer >= 2, got {levels!r}")
     try:
         lo, hi = (float(v) for v in data_range)
     except (TypeError, ValueError):
-        raise ArgumentError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
+        raise OptionError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ArgumentError(f"data_range must be finite with lo < hi, got {data_range!r}")
+        raise OptionError(f"data_range must be finite with lo < hi, got {data_range!r}")
     repeats = _positive_int(repeats, "repeats")
     check_generator(generator)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ArgumentError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise OptionError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if "generator" in likelihood_options or "x" in likelihood_options:
-        raise ArgumentError("pass generator to bits_per_dim itself; x is built from x_int")
+        raise OptionError("pass generator to bits_per_dim itself; x is built from x_int")
     k_min, k_max = int(x_int.min()), int(x_int.max())
     if k_min < 0 or k_max >= levels:
         raise DataError(f"x_int must lie in [0, levels) = [0, {levels}), got values in [{k_min}, {k_max}]")

@@ -15,7 +15,7 @@ import torch
 
 import scoresde
 from scoresde.cli import main
-from scoresde.errors import ArgumentError, OutputError, ScoreSDEError
+from scoresde.errors import OptionError, OutputError, ScoreSDEError
 from scoresde.training import TrainConfig
 from scoresde.training.config import ConfigError
 
@@ -137,7 +137,7 @@ def test_likelihood_option_errors_are_scoresde_errors():
                    dict(max_steps=0), dict(eps=float("nan"))):
         with pytest.raises(ScoreSDEError):
             scoresde.log_likelihood(sde, score, x, **kwargs)
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         scoresde.log_likelihood(sde, score, x, method="rk99")
 
 
@@ -145,16 +145,16 @@ def test_likelihood_option_errors_are_scoresde_errors():
 @pytest.mark.parametrize("generator", [0, 42, "seed", torch.zeros(1)])
 def test_a_seed_is_not_a_generator(generator):
     sde, x, score = scoresde.VPSDE(), torch.zeros(2, 2), lambda x, t: -x
-    with pytest.raises(ArgumentError, match="torch.Generator"):
+    with pytest.raises(OptionError, match="torch.Generator"):
         sde.prior_sample((2, 2), generator=generator)
-    with pytest.raises(ArgumentError, match="torch.Generator"):
+    with pytest.raises(OptionError, match="torch.Generator"):
         scoresde.log_likelihood(sde, score, x, trace="hutchinson", generator=generator)
-    with pytest.raises(ArgumentError, match="torch.Generator"):
+    with pytest.raises(OptionError, match="torch.Generator"):
         scoresde.bits_per_dim(sde, score, torch.zeros(2, 2, dtype=torch.long), generator=generator)
 
 
 def test_a_string_is_not_a_dtype():
-    with pytest.raises(ArgumentError, match="dtype"):
+    with pytest.raises(OptionError, match="dtype"):
         scoresde.VPSDE().prior_sample((2, 2), dtype="float32")
 
 

@@ -11,8 +11,9 @@ import pytest
 import torch
 
 import scoresde
-from scoresde._utils import as_time, check_int, finite_float, positive_int, resolve_shape, seed_int
-from scoresde.errors import ArgumentError, DataError, ShapeError, TimeRangeError
+from scoresde._utils import as_time, resolve_shape
+from scoresde._validation import finite_float, integer, positive_int, seed_int
+from scoresde.errors import DataError, OptionError, ShapeError, TimeRangeError
 from scoresde.likelihood import log_likelihood
 from scoresde.nets import MLP, UNet, build_network
 from scoresde.training import TrainConfig, Trainer
@@ -41,9 +42,9 @@ def test_likelihood_refuses_a_score_that_is_not_differentiable_in_x(score):
     # graph, the divergence used to be dropped (-11.9 nats instead of -1.84 for this point).
     sde = scoresde.VPSDE()
     x = torch.tensor([[0.3, -0.2]], dtype=torch.float64)
-    with pytest.raises(ArgumentError, match="not differentiable in x"):
+    with pytest.raises(OptionError, match="not differentiable in x"):
         log_likelihood(sde, score, x)
-    with pytest.raises(ArgumentError, match="not differentiable in x"):
+    with pytest.raises(OptionError, match="not differentiable in x"):
         log_likelihood(sde, score, x, trace="hutchinson", generator=torch.Generator().manual_seed(0))
 
 
@@ -108,27 +109,27 @@ def test_integral_shapes_are_accepted():
 
 @pytest.mark.parametrize("value", [1.7, 2.5, True, float("nan"), float("inf"), "3", None])
 def test_positive_int_refuses_what_it_would_truncate(value):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         positive_int(value, "n")
 
 
 def test_validators_accept_and_convert():
     assert positive_int(3, "n") == 3 and positive_int(3.0, "n") == 3 and positive_int(1e8, "n") == 10**8
-    assert check_int(0, "n", minimum=0) == 0
+    assert integer(0, "n", minimum=0) == 0
     assert seed_int(2**63 - 1) == 2**63 - 1
-    with pytest.raises(ArgumentError, match=r"<= 9223372036854775807"):
+    with pytest.raises(OptionError, match=r"<= 9223372036854775807"):
         seed_int(2**63)
     assert finite_float(2, "x") == 2.0
     for bad in (float("nan"), float("inf"), True, "1"):
-        with pytest.raises(ArgumentError):
+        with pytest.raises(OptionError):
             finite_float(bad, "x")
-    with pytest.raises(ArgumentError, match="positive"):
+    with pytest.raises(OptionError, match="positive"):
         finite_float(0.0, "x", positive=True)
 
 
 @pytest.mark.parametrize("kwargs", [dict(hidden=2.5), dict(depth=1.5), dict(embed_dim=True), dict(hidden=float("nan"))])
 def test_mlp_sizes_are_not_truncated(kwargs):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         MLP(2, **kwargs)
     with pytest.raises(ValueError):
         build_network("mlp", (2,), **kwargs)
@@ -137,7 +138,7 @@ def test_mlp_sizes_are_not_truncated(kwargs):
 @pytest.mark.parametrize("kwargs", [dict(channels=8.5), dict(channel_mults=(1, 2.5)), dict(num_res_blocks=1.2),
                                     dict(attn_resolutions=(7.5,)), dict(channel_mults="12")])
 def test_unet_sizes_are_not_truncated(kwargs):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         UNet(**{"channels": 8, "num_groups": 4, **kwargs})
 
 
@@ -160,18 +161,18 @@ def test_training_options_of_the_wrong_type_are_refused(changes):
 @pytest.mark.parametrize("make", [lambda: scoresde.VPSDE(beta_min=True), lambda: scoresde.VESDE(0.01, True),
                                   lambda: scoresde.VPSDE(beta_max="20")])
 def test_sde_parameters_must_be_real_numbers(make):
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         make()
 
 
 def test_counts_in_data_helpers_are_not_truncated():
     from scoresde.data import get_dataset, to_model_range, toy_data
 
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         toy_data("moons", True)  # was one point
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         get_dataset("moons", n=True)
-    with pytest.raises(ArgumentError):
+    with pytest.raises(OptionError):
         to_model_range(torch.tensor([0, 1]), levels=2.5)  # was 2 levels
 
 

@@ -21,7 +21,7 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._utils import check_int, positive_int
+from .._validation import integer, positive_int
 from ..errors import DataError
 from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array
 from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
@@ -36,7 +36,7 @@ DEFAULT_RANGE = (-1.0, 1.0)
 
 
 def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, float, float]:
-    levels = check_int(levels, "levels", minimum=2)
+    levels = integer(levels, "levels", minimum=2)
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")

@@ -14,7 +14,8 @@ from typing import Callable, Dict, Optional
 import torch
 from torch import Tensor
 
-from .._utils import check_memory, positive_int, randn
+from .._utils import check_memory, randn
+from .._validation import positive_int
 from ..errors import DataError
 from ..exact import GaussianMixture
 

@@ -48,7 +48,7 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
 
     Raises:
         ValueError: unknown ``kind`` (the message lists the valid names) or bad arguments
-            (:class:`~scoresde.errors.ArgumentError` for non-integral sizes such as ``hidden=2.5``).
+            (:class:`~scoresde.errors.OptionError` for non-integral sizes such as ``hidden=2.5``).
         ShapeError: an event shape the network cannot serve.
         ResourceLimitError: the network's parameters would not fit in memory (counted on the
             ``meta`` device before anything is allocated; see :func:`network_bytes`).

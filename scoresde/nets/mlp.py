@@ -7,7 +7,8 @@ from typing import Any, Dict
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._utils import as_time, check_batch, finite_float, nonneg_int, positive_int
+from .._utils import as_time, check_batch
+from .._validation import finite_float, nonneg_int, positive_int
 from ..errors import ShapeError
 from .embedding import GaussianFourierEmbedding
 

@@ -26,8 +26,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._utils import append_dims, as_time, check_batch, finite_float, positive_int
-from ..errors import ArgumentError, ShapeError
+from .._utils import append_dims, as_time, check_batch
+from .._validation import finite_float, positive_int
+from ..errors import OptionError, ShapeError
 from .embedding import EMBEDDINGS
 
 _SKIP_SCALE = 1.0 / math.sqrt(2.0)
@@ -153,14 +154,14 @@ class UNet(nn.Module):
         in_channels, image_size = positive_int(in_channels, "in_channels"), positive_int(image_size, "image_size")
         channels = positive_int(channels, "channels")
         if isinstance(channel_mults, (str, bytes)) or not isinstance(channel_mults, Sequence):
-            raise ArgumentError(f"channel_mults must be a sequence of positive ints, got {channel_mults!r}")
+            raise OptionError(f"channel_mults must be a sequence of positive ints, got {channel_mults!r}")
         channel_mults = [positive_int(m, "channel_mults entry") for m in channel_mults]
         num_res_blocks, num_groups = positive_int(num_res_blocks, "num_res_blocks"), positive_int(num_groups, "num_groups")
         dropout = finite_float(dropout, "dropout")
         fourier_scale = finite_float(fourier_scale, "fourier_scale", positive=True)
         if attn_resolutions is not None:
             if isinstance(attn_resolutions, (str, bytes)) or not isinstance(attn_resolutions, Sequence):
-                raise ArgumentError(f"attn_resolutions must be a sequence of ints, got {attn_resolutions!r}")
+                raise OptionError(f"attn_resolutions must be a sequence of ints, got {attn_resolutions!r}")
             attn_resolutions = [positive_int(r, "attn_resolutions entry") for r in attn_resolutions]
         if in_channels < 1 or image_size < 1 or channels < 1 or num_res_blocks < 1 or num_groups < 1:
             raise ValueError(

@@ -8,7 +8,7 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
-from .._utils import finite_float
+from .._validation import finite_float
 from .base import SDE
 
 
@@ -52,6 +52,10 @@ class VESDE(SDE):
         """``a = 1``, ``v^2 = sigma(t)^2 - sigma(s)^2 = sigma(s)^2 expm1(2 (t - s) log r)``."""
         v = self.sigma(s) * torch.sqrt(torch.expm1(2 * self._log_ratio * (t - s)).clamp_min(0))
         return torch.ones_like(t), v
+
+    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
+        """Closed form: ``ratio^2 = sigma_min^2 expm1(2 t log(sigma_max/sigma_min))``."""
+        return (torch.log1p((ratio / self.sigma_min) ** 2) / (2 * self._log_ratio)).clamp(0, self.T)
 
     @property
     def prior_std(self) -> float:

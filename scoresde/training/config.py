@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .._utils import MAX_SEED
+from .._validation import MAX_SEED
 from ..errors import ScoreSDEError
 
 SDE_NAMES = ("vp", "subvp", "ve")
