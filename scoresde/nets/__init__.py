@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from .._utils import check_memory
-from ..errors import ShapeError
+from ..errors import OptionError, ShapeError
 from .embedding import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
@@ -54,7 +54,7 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
             ``meta`` device before anything is allocated; see :func:`network_bytes`).
     """
     if kind not in NETWORKS:
-        raise ValueError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}")
+        raise OptionError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}")
     try:
         event_shape = tuple(int(s) for s in event_shape)
     except (TypeError, ValueError):
@@ -72,7 +72,7 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
     valid = [p for p in inspect.signature(NETWORKS[kind].__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"unknown arguments {unknown} for a {kind!r} network; valid arguments: {', '.join(valid)}")
+        raise OptionError(f"unknown arguments {unknown} for a {kind!r} network; valid arguments: {', '.join(valid)}")
     nbytes, n_params = network_bytes(kind, **kwargs)
     check_memory(nbytes, f"a {kind!r} network with {n_params:,} parameters", "Choose smaller network arguments (--net-arg)")
     return NETWORKS[kind](**kwargs)
