@@ -389,6 +389,23 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     return opts
 
 
+def _save_npy_atomically(path: Path, array) -> None:
+    """``np.save`` through a temporary file renamed into place: a full disk never leaves a truncated ``.npy``."""
+    import numpy as np
+
+    tmp = path.parent / f".{path.name}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
 def _check_sample_size(n: int, event: tuple) -> None:
     """Refuse up front a request whose samples alone would not fit in memory (``--num 10**12``)."""
     from ._utils import check_memory
@@ -436,7 +453,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     x = torch.cat(chunks)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        np.save(out, x.numpy())
+        _save_npy_atomically(out, x.numpy())
     else:
         from .training.plotting import save_samples_figure
 

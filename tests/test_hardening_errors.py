@@ -161,3 +161,16 @@ def test_a_string_is_not_a_dtype():
 def test_threads_are_bounded(capsys):
     code, _, err = run(["sample", "--threads", "100000000"], capsys)
     assert code == 2 and "threads" in err and "Traceback" not in err
+
+
+def test_full_disk_leaves_no_truncated_samples(trained, tmp_path, capsys, monkeypatch):
+    real_save = np.save
+
+    def disk_full(f, arr, *a, **k):
+        real_save(f, arr[:1])  # part of the data reaches the disk, then the disk is full
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(np, "save", disk_full)
+    code, _, err = run(["sample", "--checkpoint", trained / "run", "--num", "4", "--out", tmp_path / "s.npy"], capsys)
+    one_line_error(code, err, "No space left on device")
+    assert list(tmp_path.iterdir()) == []  # neither a truncated s.npy nor a temporary file
