@@ -420,7 +420,6 @@ def _device(name: str):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from .solvers import make_solver, solve
