@@ -8,10 +8,14 @@ from . import errors
 from ._utils import append_dims
 from .errors import (
     DataError,
+    DistributedError,
     IncompatibleSDEError,
     IntegrationError,
     NonFiniteError,
     OptionError,
+    OutputError,
+    ResourceLimitError,
+    RunLockedError,
     ScoreSDEError,
     ShapeError,
     TimeRangeError,
@@ -32,6 +36,7 @@ __all__ = [
     "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError", "OptionError",
+    "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
     "SeededNoise",
 ]

@@ -53,3 +53,22 @@ class OptionError(ScoreSDEError, ValueError, TypeError):
 
     It is both a ``ValueError`` and a ``TypeError``, so either ``except`` clause catches it.
     """
+
+
+class ResourceLimitError(ScoreSDEError, MemoryError):
+    """A request would need far more memory than allowed (a huge network, a file whose header claims a huge array).
+
+    Raised before anything is allocated; the message says how much was asked for and what the limit is.
+    """
+
+
+class RunLockedError(ScoreSDEError, RuntimeError):
+    """Another live process holds the run directory (its pid and host are in the message)."""
+
+
+class OutputError(ScoreSDEError, OSError):
+    """An output file or directory cannot be written (disk full, read-only, a file where a directory belongs)."""
+
+
+class DistributedError(ScoreSDEError, RuntimeError):
+    """A multi-process run failed: a process did not answer within the collective timeout, or the group broke."""

@@ -114,7 +114,8 @@ class ProbabilityFlowODE(Solver):
             y = state[0] if with_div else state
             # torchdiffeq's first-step guess may probe just outside [eps, T]; keep the SDE inside it
             if change is None:
-                tb, scale = t.to(y.dtype).clamp(t_lo, t_hi).expand(B), None
+                # (after a step-size underflow torchdiffeq may pass a NaN time: the underflow error reports it)
+                tb, scale = torch.nan_to_num(t.to(y.dtype), nan=float(t_lo)).clamp(t_lo, t_hi).expand(B), None
             else:
                 tb = change.time(t.to(torch.float64).expand(B)).to(y.dtype)
                 scale = change.dt_du(tb.double()).to(y.dtype)
