@@ -338,3 +338,25 @@ def test_bad_options():
         SOLVERS["dpmpp_2m_sde"](eta=1.5)
     with pytest.raises(TypeError, match="accepts: lower_order_final"):
         scoresde.sample(VPSDE(), GAUSS.score_fn(VPSDE()), (4, 3), solver="dpmpp_2m", eta=0.5)
+
+
+# ----------------------------------------------------------------------------- annealed Langevin defaults
+
+def test_annealed_langevin_defaults_sample_the_data():
+    """With its defaults and the exact score, annealed Langevin on a VE ring of 8 Gaussians draws samples
+    whose mean true log-density matches that of true samples within a few standard errors (the
+    previous defaults were 0.27 nats low, ~16 standard errors; the defaults' bias, measured over 5 seeds,
+    is 0.028 +- 0.003 nats, 1.6 standard errors of one run: 4 standard errors keep false alarms rare)."""
+    K = 8
+    angle = torch.arange(K, dtype=torch.float64) * 2 * math.pi / K
+    ring = GaussianMixture(torch.ones(K), torch.stack([2 * angle.cos(), 2 * angle.sin()], 1), 0.2)
+    sde = VESDE()
+    n = 2000
+    res = scoresde.solve(sde, ring.score_fn(sde), (n, 2), solver="annealed_langevin", dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(1))
+    assert res.nfe < 1200
+    lp = ring.log_prob(res.samples)
+    lp_true = ring.log_prob(ring.sample(100_000, generator=torch.Generator().manual_seed(0)))
+    se = math.sqrt(float(lp.var()) / n + float(lp_true.var()) / lp_true.shape[0])
+    gap = float(lp.mean() - lp_true.mean())
+    assert abs(gap) < 4 * se, f"mean log-density {gap:+.3f} nats from the data's (SE {se:.3f})"
