@@ -78,6 +78,8 @@ SOLVER_ORDERS = {
     "unipc": (lambda: UniPC(), 3),  # UniP-2 + UniC: order 3
     "unipc_bh1": (lambda: UniPC(variant="bh1"), 3),
     "unip": (lambda: UniPC(corrector=False), 2),
+    # without lower_order_final: with it the last step is UniP-1, whose O(h^2) error shows on uniform grids
+    "unipc_full": (lambda: UniPC(lower_order_final=False), 3),
     "edm": (lambda: EDM(), 2),
     "ipndm": (lambda: IPNDM(), 2),  # equal-step weights on a non-uniform grid
     "ipndm_v": (lambda: IPNDM(variable_step=True), 4),
@@ -94,6 +96,10 @@ ORDER_CASES = [
     *[(name, sde, "karras", 1e-3, True, STEPS) for name in ("unipc_bh1", "unip") for sde in ("vp", "ve")],
     *[(name, sde, grid, 1e-3, True, STEPS) for name in ("edm", "ipndm") for sde in SDES for grid in ("karras", "log_snr")],
     *[("ipndm_v", sde, "karras", 1e-3, True, STEPS[1:]) for sde in SDES],
+    *[("edm", sde, "uniform", 0.05, True, STEPS) for sde in SDES],
+    *[("ipndm", sde, "uniform", 0.05, True, STEPS) for sde in ("subvp", "ve")],
+    *[("ipndm_v", sde, "uniform", 0.05, True, STEPS[1:]) for sde in ("vp", "subvp")],
+    *[("unipc_full", sde, "uniform", 0.05, True, STEPS) for sde in ("subvp", "ve")],
 ]
 
 
