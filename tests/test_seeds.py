@@ -30,6 +30,13 @@ OPTIONS = {
     "ode": dict(rtol=1e-3, atol=1e-3),
     "ddim": dict(steps=8, eta=1.0),
     "torchsde": dict(steps=6),
+    "dpmpp_2m": dict(steps=6),
+    "dpmpp_3m": dict(steps=6),
+    "dpmpp_2m_sde": dict(steps=6),
+    "dpmpp_3m_sde": dict(steps=6),
+    "unipc": dict(steps=6),
+    "ipndm": dict(steps=6),
+    "edm": dict(steps=6, s_churn=10.0),
 }
 SEEDS = list(range(100, 164))
 PERM = torch.randperm(64, generator=torch.Generator().manual_seed(0))
