@@ -10,7 +10,7 @@ explicitly (on the command line or to :func:`apply_preset`) override it.
   early weights within the run), the VP SDE with the ``std^2`` weighting (DDPM's "simple" loss, which
   favours sample quality over likelihood) and an eps-predicting network. Measured choices: see the
   MNIST benchmark in the docs' benchmark page and ``benchmarks/mnist_cpu.py``.
-* ``gpu``: a larger U-Net (base width 64, two residual blocks per level, 4.3M parameters) for one
+* ``gpu``: a larger U-Net (base width 64, two residual blocks per level, 6.5M parameters) for one
   modern GPU, trained with the likelihood weighting and importance sampling of ``t`` (the choice
   that lowers bits/dim), 40,000 steps of batch 128 with bf16 autocast and ``torch.compile``. It aims
   at test bits/dim near 1.2 within about 20 minutes; it has not been timed on a GPU by this project.
