@@ -127,8 +127,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     ref = reference_statistics(clf, test.data)
     # the classifier on real digits: 1,000 test images against the other 9,000
     real = sample_quality(clf, test.data[: args.num], feature_statistics(clf.features(test.data[args.num :])))
+    # ... and on images that are not digits: uniform noise in [-1, 1] and Gaussian noise clipped to it
+    g = torch.Generator().manual_seed(0)
+    noise = {"uniform": torch.rand(args.num, 1, 28, 28, generator=g) * 2 - 1,
+             "gaussian": torch.randn(args.num, 1, 28, 28, generator=g).clamp(-1, 1)}
+    fooled = {k: float((clf.probabilities(v).max(-1).values >= 0.9).double().mean()) for k, v in noise.items()}
     result["classifier"] = {"test_accuracy": clf.test_accuracy, "real_confident_fraction": real.confident_fraction,
-                            "real_min_class_fraction": real.min_class_fraction, "real_fld": real.fld}
+                            "real_min_class_fraction": real.min_class_fraction, "real_fld": real.fld,
+                            "noise_confident_fraction": fooled}
     result["solvers"] = []
     first = None
     for spec in args.solvers:
@@ -170,7 +176,9 @@ def markdown(r: Dict) -> str:
         + (f", {proc.get('user_s', 0) + proc.get('system_s', 0):.0f} CPU s" if proc else "") + ".",
         f"Classifier: test accuracy {100 * r['classifier']['test_accuracy']:.2f}%; on 1,000 real test images "
         f"{100 * r['classifier']['real_confident_fraction']:.1f}% confident, smallest class "
-        f"{100 * r['classifier']['real_min_class_fraction']:.1f}%, FLD {r['classifier']['real_fld']:.2f} (the floor).",
+        f"{100 * r['classifier']['real_min_class_fraction']:.1f}%, FLD {r['classifier']['real_fld']:.2f} (the floor); "
+        f"confident on noise images: {100 * r['classifier']['noise_confident_fraction']['uniform']:.1f}% (uniform), "
+        f"{100 * r['classifier']['noise_confident_fraction']['gaussian']:.1f}% (Gaussian).",
         "",
         "| solver | steps | NFE | seconds | FLD | confident >= 0.9 | smallest class |",
         "|---|---|---|---|---|---|---|",

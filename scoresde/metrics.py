@@ -12,8 +12,11 @@ once, saved to a file and loaded safely), and computes from it:
 
   the formula of FID with a different feature map (lower is better; test images against other test
   images give the floor set by the sample size);
-* the **confident fraction**: the share of samples whose top class probability is at least a threshold
-  (0.9 by default); noise tiles and blends of two digits fall below it;
+* the **confident fraction**: the share of samples classified as one of the data set's classes with
+  probability at least a threshold (0.9 by default). A plain classifier is confidently wrong on
+  images unlike any class (LeNet trained on MNIST alone calls uniform noise an "8" with probability
+  above 0.9), so the classifier has one extra *reject* class, trained on synthetic non-images (uniform
+  and Gaussian noise, sparse speckle, constant images); noise tiles land there and do not count;
 * the **class coverage**: the share of samples in each predicted class; a sampler that drops or
   over-produces a mode shows it here (the smallest share is reported as ``min_class_fraction``).
 
@@ -41,7 +44,7 @@ from .errors import CheckpointError, DataError, ShapeError
 
 __all__ = [
     "LeNet", "Classifier", "SampleQuality", "FeatureStatistics",
-    "train_classifier", "load_classifier", "sqrtm_psd", "frechet_distance", "feature_statistics", "reference_statistics",
+    "train_classifier", "load_classifier", "non_images", "sqrtm_psd", "frechet_distance", "feature_statistics", "reference_statistics",
     "sample_quality",
 ]
 
@@ -164,6 +167,7 @@ class Classifier:
         data_range: ``[lo, hi]`` of the images the network saw (the models' range, ``[-1, 1]`` for MNIST).
         test_accuracy: accuracy on the test split (a float in ``[0, 1]``).
         info: further details (epochs, training seconds, ...).
+        reject_class: index of the extra "not an image of the data set" class (the last one), or ``None``.
     """
 
     net: LeNet
@@ -172,6 +176,7 @@ class Classifier:
     data_range: List[float]
     test_accuracy: float
     info: Dict[str, Any] = field(default_factory=dict)
+    reject_class: Optional[int] = None
 
     @torch.no_grad()
     def _apply(self, x: Tensor, what: str, batch_size: int = 500) -> Tensor:
@@ -209,6 +214,7 @@ class Classifier:
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "data": self.data, "event_shape": list(self.event_shape), "data_range": list(self.data_range),
             "test_accuracy": float(self.test_accuracy), "info": dict(self.info),
+            "reject_class": -1 if self.reject_class is None else int(self.reject_class),
         }
         tmp = path.with_name(path.name + ".tmp")
         torch.save(state, tmp)
@@ -241,7 +247,8 @@ def load_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") ->
         net = LeNet(**state["config"])
         net.load_state_dict(state["state_dict"])
         clf = Classifier(net.eval().requires_grad_(False), str(state["data"]), [int(s) for s in state["event_shape"]],
-                         [float(v) for v in state["data_range"]], float(state["test_accuracy"]), dict(state.get("info", {})))
+                         [float(v) for v in state["data_range"]], float(state["test_accuracy"]), dict(state.get("info", {})),
+                         None if int(state.get("reject_class", -1)) < 0 else int(state["reject_class"]))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{p} is an incomplete or damaged classifier file ({e}); {make}") from None
     return clf.to(device)
@@ -256,11 +263,14 @@ def train_classifier(
     seed: int = 0,
     device: Union[str, torch.device] = "cpu",
     progress: Optional[bool] = None,
+    reject_class: bool = True,
 ) -> Classifier:
     """Train a :class:`LeNet` on the training split of a labelled image data set.
 
     Adam with a cosine learning-rate decay, light augmentation (random shifts of up to 2 pixels);
-    the test accuracy is measured on the test split and stored with the classifier.
+    the test accuracy is measured on the test split and stored with the classifier. With
+    ``reject_class`` the network has one more output, trained on synthetic images that belong to no
+    class (see :func:`non_images`), one for every eight real images of a batch.
 
     Args:
         data: ``"mnist"`` or ``"fashion-mnist"``.
@@ -285,10 +295,11 @@ def train_classifier(
         raise DataError(f"{data} has no class labels or is not an image data set; the classifier needs labelled images")
     device = torch.device(device)
     num_classes = int(train.labels.max()) + 1
+    reject = num_classes if reject_class else None
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = LeNet(train.data.shape[1], num_classes).to(device)
+        net = LeNet(train.data.shape[1], num_classes + (1 if reject_class else 0)).to(device)
     opt = torch.optim.Adam(net.parameters(), lr=lr)
     n = train.data.shape[0]
     steps_per_epoch = math.ceil(n / batch_size)
@@ -302,8 +313,12 @@ def train_classifier(
         perm = torch.randperm(n, generator=gen)
         for start in range(0, n, batch_size):
             idx = perm[start : start + batch_size]
-            x = _shift(train.data[idx], gen, 2, lo).to(device)
-            loss = F.cross_entropy(net(x), train.labels[idx].to(device))
+            x = _shift(train.data[idx], gen, 2, lo)
+            y = train.labels[idx]
+            if reject is not None:
+                junk = non_images(max(1, len(idx) // 8), tuple(x.shape[1:]), (lo, float(train.data.max())), gen)
+                x, y = torch.cat([x, junk]), torch.cat([y, torch.full((junk.shape[0],), reject, dtype=y.dtype)])
+            loss = F.cross_entropy(net(x.to(device)), y.to(device))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -311,12 +326,31 @@ def train_classifier(
             bar.update(1, loss=float(loss.detach()))
     bar.close()
     net.eval().requires_grad_(False)
-    clf = Classifier(net, data, list(train.data.shape[1:]), list(train.data_range or (lo, float(train.data.max()))), 0.0)
+    clf = Classifier(net, data, list(train.data.shape[1:]), list(train.data_range or (lo, float(train.data.max()))), 0.0,
+                     reject_class=reject)
     pred = clf.probabilities(test.data).argmax(-1)
     clf.test_accuracy = float((pred == test.labels).double().mean())
     clf.info = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 1),
                 "num_classes": num_classes}
     return clf
+
+
+def non_images(n: int, shape: tuple, data_range: tuple, gen: torch.Generator) -> Tensor:
+    """``n`` synthetic images ``[n, *shape]`` that belong to no class, in ``data_range``.
+
+    A quarter each: uniform noise; Gaussian noise (random mean and spread, clipped); sparse speckle
+    (each pixel bright with a random probability up to 0.3 on a dark background); constant images of a
+    random level.
+    """
+    lo, hi = data_range
+    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    kind = torch.randint(0, 4, (n,), generator=gen)
+    uniform = u(n, *shape)
+    gauss = (u(n, 1, 1, 1) + (0.1 + 0.5 * u(n, 1, 1, 1)) * torch.randn(n, *shape, generator=gen)).clamp(0, 1)
+    speckle = (u(n, *shape) < 0.3 * u(n, 1, 1, 1)).to(uniform.dtype)
+    const = u(n, 1, 1, 1).expand(n, *shape)
+    x = torch.stack([uniform, gauss, speckle, const])[kind, torch.arange(n)]
+    return lo + (hi - lo) * x
 
 
 def _shift(x: Tensor, gen: torch.Generator, max_shift: int, fill: float) -> Tensor:
@@ -336,10 +370,12 @@ class SampleQuality:
 
     Attributes:
         fld: Fréchet LeNet distance between samples and reference (lower is better).
-        confident_fraction: share of samples whose top class probability is ``>= threshold``.
-        mean_confidence: mean top class probability.
-        class_fractions: ``[num_classes]`` share of samples predicted as each class.
+        confident_fraction: share of samples classified as one of the data set's classes (not the
+            reject class) with probability ``>= threshold``.
+        mean_confidence: mean top class probability over the data set's classes.
+        class_fractions: ``[num_classes]`` share of samples predicted as each class of the data set.
         min_class_fraction: the smallest entry of ``class_fractions``.
+        reject_fraction: share of samples predicted as the reject class (0 without one).
         threshold: the confidence threshold.
         n: number of samples; n_reference: number of reference images.
     """
@@ -352,6 +388,7 @@ class SampleQuality:
     threshold: float
     n: int
     n_reference: int
+    reject_fraction: float = 0.0
 
     def to_dict(self) -> Dict[str, Any]:
         """A JSON-able dict of the figures."""
@@ -361,7 +398,7 @@ class SampleQuality:
         """One line of text."""
         return (f"FLD {self.fld:.2f}; {100 * self.confident_fraction:.1f}% of {self.n} samples classified with confidence "
                 f">= {self.threshold:g} (mean confidence {self.mean_confidence:.3f}); smallest class share "
-                f"{100 * self.min_class_fraction:.1f}%")
+                f"{100 * self.min_class_fraction:.1f}%; {100 * self.reject_fraction:.1f}% rejected as no digit")
 
 
 def sample_quality(
@@ -391,15 +428,22 @@ def sample_quality(
     probs = classifier.probabilities(x)
     conf, pred = probs.max(-1)
     counts = torch.bincount(pred, minlength=probs.shape[1]).double() / x.shape[0]
+    real = torch.ones_like(pred, dtype=torch.bool)
+    rejected = 0.0
+    if classifier.reject_class is not None:
+        real = pred != classifier.reject_class
+        rejected = float(counts[classifier.reject_class])
+        counts = torch.cat([counts[: classifier.reject_class], counts[classifier.reject_class + 1 :]])
     return SampleQuality(
         fld=frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov),
-        confident_fraction=float((conf >= threshold).double().mean()),
-        mean_confidence=float(conf.double().mean()),
+        confident_fraction=float(((conf >= threshold) & real).double().mean()),
+        mean_confidence=float(torch.where(real, conf, torch.zeros_like(conf)).double().mean()),
         class_fractions=[round(float(c), 6) for c in counts],
         min_class_fraction=float(counts.min()),
         threshold=float(threshold),
         n=int(x.shape[0]),
         n_reference=int(ref.n),
+        reject_fraction=rejected,
     )
 
 

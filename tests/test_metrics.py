@@ -151,3 +151,26 @@ def test_classifier_file_round_trip_and_errors(tmp_path):
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a scoresde classifier"):
         load_classifier(tmp_path / "other.pt")
+
+
+def test_the_reject_class_counts_as_not_recognised(tmp_path):
+    net = LeNet(1, 11, feature_dim=8)
+    with torch.no_grad():  # every image goes to class 10, the reject class, with probability e^6 / (e^6 + 10)
+        net.head.weight.zero_()
+        net.head.bias.zero_()
+        net.head.bias[10] = 6.0
+    clf = Classifier(net.eval(), "test", [1, 8, 8], [-1.0, 1.0], 1.0, reject_class=10)
+    x = torch.rand(20, 1, 8, 8) * 2 - 1
+    q = sample_quality(clf, x, x)
+    assert q.confident_fraction == 0.0 and q.reject_fraction == 1.0 and q.mean_confidence == 0.0
+    assert len(q.class_fractions) == 10 and sum(q.class_fractions) == 0.0
+    assert load_classifier(clf.save(tmp_path / "r.pt")).reject_class == 10
+
+
+def test_non_images_lie_in_the_data_range():
+    from scoresde.metrics import non_images
+
+    x = non_images(400, (1, 8, 8), (-1.0, 1.0), torch.Generator().manual_seed(0))
+    assert x.shape == (400, 1, 8, 8) and float(x.min()) >= -1.0 and float(x.max()) <= 1.0
+    flat = x.reshape(400, -1)
+    assert int((flat.std(1) == 0).sum()) > 50  # constant images are among them (a quarter in expectation)
