@@ -94,7 +94,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--run", help="the training run folder")
     p.add_argument("--classifier", help="the MNIST classifier file")
     p.add_argument("--data-dir", help="MNIST folder (default: the run's, then SCORESDE_DATA)")
-    p.add_argument("--solvers", nargs="+", default=["ddim:50", "ancestral:50"], help="NAME:STEPS of each solver")
+    p.add_argument("--solvers", nargs="*", default=["ddim:50", "ancestral:50"], help="NAME:STEPS of each solver (none: bits/dim only)")
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--likelihood-num", type=int, default=16)
@@ -157,10 +157,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
-    best = result["solvers"][0]
-    save_samples_figure(first[:100], out.with_name(out.name + "-samples.png"),
-                        title=f"MNIST, cpu preset after {steps} steps: {best['solver']} ({best['nfe']} NFE), "
-                        f"{100 * best['confident_fraction']:.0f}% recognised", data_range=(-1.0, 1.0))
+    if result["solvers"]:
+        best = result["solvers"][0]
+        save_samples_figure(first[:100], out.with_name(out.name + "-samples.png"),
+                            title=f"MNIST, cpu preset after {steps} steps: {best['solver']} ({best['nfe']} NFE), "
+                            f"{100 * best['confident_fraction']:.0f}% recognised", data_range=(-1.0, 1.0))
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
     return 0
@@ -180,12 +181,13 @@ def markdown(r: Dict) -> str:
         f"confident on noise images: {100 * r['classifier']['noise_confident_fraction']['uniform']:.1f}% (uniform), "
         f"{100 * r['classifier']['noise_confident_fraction']['gaussian']:.1f}% (Gaussian).",
         "",
-        "| solver | steps | NFE | seconds | FLD | confident >= 0.9 | smallest class |",
-        "|---|---|---|---|---|---|---|",
+        "| solver | steps | samples | NFE | seconds | FLD | confident >= 0.9 | smallest class | rejected |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for s in r["solvers"]:
-        lines.append(f"| {s['solver']} | {s['steps']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
-                     f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% |")
+        lines.append(f"| {s['solver']} | {s['steps']} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
+                     f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% | "
+                     f"{100 * s['reject_fraction']:.1f}% |")
     if "likelihood" in r:
         lk = r["likelihood"]
         lines += ["", f"Test bits/dim ({lk['num']} images, Hutchinson, dopri5 at rtol = atol = 1e-5): "

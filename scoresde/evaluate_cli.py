@@ -13,6 +13,8 @@ import torch
 
 #: File name of the sample-quality classifier inside a run directory.
 CLASSIFIER_FILE = "classifier.pt"
+#: Samples and DDIM steps of the periodic quality report of ``train --eval-every``.
+EVAL_SAMPLES, EVAL_STEPS = 256, 50
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -160,10 +162,10 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 
 def periodic_quality(trainer: Any, every: int, classifier: Optional[str], quiet: bool = False,
-                     num: int = 256, steps: int = 50) -> Callable[[Any], Optional[Dict[str, Any]]]:
+                     num: Optional[int] = None, steps: Optional[int] = None) -> Callable[[Any], Optional[Dict[str, Any]]]:
     """A :attr:`~scoresde.training.Trainer.on_checkpoint` hook: sample quality every ``every`` steps.
 
-    Draws ``num`` DDIM samples (``steps`` steps) from the EMA weights, measures them with the
+    Draws ``num`` DDIM samples (``steps`` steps; default :data:`EVAL_SAMPLES`, :data:`EVAL_STEPS`) from the EMA weights, measures them with the
     classifier against the test split and returns the figures (which the trainer logs); also prints
     one line on stderr. The classifier is loaded (or trained and saved into the run) once, here.
     """
@@ -173,6 +175,7 @@ def periodic_quality(trainer: Any, every: int, classifier: Optional[str], quiet:
     from .training.checkpoint import LATEST
 
     cfg = trainer.config
+    num, steps = num or EVAL_SAMPLES, steps or EVAL_STEPS
     if len(cfg.event_shape) != 3:
         from .cli import UserError
 

@@ -124,3 +124,18 @@ def test_image_data_without_a_folder_names_the_environment_variable(monkeypatch,
     monkeypatch.setenv("SCORESDE_DATA", str(tmp_path))
     with pytest.raises(DataError, match="not found"):
         get_dataset("mnist")
+
+
+def test_training_logs_sample_quality_at_checkpoints(images, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("scoresde.evaluate_cli.EVAL_SAMPLES", 8)
+    monkeypatch.setattr("scoresde.evaluate_cli.EVAL_STEPS", 3)
+    net = LeNet(1, 11)
+    Classifier(net.eval(), "test", [1, 28, 28], [-1.0, 1.0], 1.0, reject_class=10).save(tmp_path / "clf.pt")
+    code, _, err = run(["train", "--data", images, *TINY_UNET, "--steps", "4", "--batch-size", "8", "--checkpoint-every", "2",
+                        "--eval-every", "2", "--classifier", tmp_path / "clf.pt", "--out", tmp_path / "run",
+                        "--sample-every", "-1"], capsys)
+    assert code == 0, err
+    log = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    evals = [r for r in log if r.get("event") == "eval"]
+    assert [r["step"] for r in evals] == [2, 4] and all(r["fld"] >= 0 for r in evals)
+    assert "step 4: FLD" in err
