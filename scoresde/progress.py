@@ -206,7 +206,9 @@ class ScoreProgress:
 
     For solvers that choose their own steps (the adaptive probability-flow ODE, the likelihood's ODE),
     where no step count is known in advance. The progress is the fraction of the time interval
-    covered, ``|t_start - t| / |t_start - t_end|`` in percent, shown with the NFE and the current ``t``.
+    covered in percent, shown with the NFE and the current ``t``. When both ends are positive the
+    fraction is measured in ``log t`` (``log(t / t_start) / log(t_end / t_start)``): adaptive solvers
+    take their small steps near ``t = 0``, so a linear fraction would stall there and the ETA mislead.
 
     Args:
         score_fn: the score function ``score_fn(x, t)`` (``x`` ``[B, *event]``, ``t`` ``[B]``).
@@ -247,17 +249,23 @@ class ScoreProgress:
         params = getattr(self.score_fn, "parameters", None)
         return params() if callable(params) else iter(())
 
+    def _fraction(self, t: float) -> float:
+        if self.t_start > 0 and self.t_end > 0 and t > 0:
+            span = math.log(self.t_end / self.t_start)
+            return math.log(t / self.t_start) / span if span else 1.0
+        span = self.t_end - self.t_start
+        return (t - self.t_start) / span if span else 1.0
+
     def __call__(self, x: Tensor, t: Tensor) -> Tensor:
         self.nfe += 1
         t0 = float(t.reshape(-1)[0])
-        span = self.t_end - self.t_start
-        frac = (t0 - self.t_start) / span if span else 1.0
-        reached = (self.t_reached - self.t_start) / span if span else 1.0
+        frac = self._fraction(t0)
+        reached = self._fraction(self.t_reached)
         if frac <= 1e-9 and reached > 0.5 and self.pass_index + 1 < self.passes:
             self.pass_index += 1  # a new integration over the same interval started
             self.t_reached = self.t_start
         elif frac > reached:  # adaptive solvers probe back and forth: report the furthest time reached
             self.t_reached = t0
-        done = (self.pass_index + min(1.0, max(0.0, (self.t_reached - self.t_start) / span if span else 1.0))) / self.passes
+        done = (self.pass_index + min(1.0, max(0.0, self._fraction(self.t_reached)))) / self.passes
         self.progress.set(self.base + self.share * done, NFE=self.nfe, t=f"{t0:.3g}")
         return self.score_fn(x, t)

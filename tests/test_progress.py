@@ -109,3 +109,10 @@ def test_trace_choice():
     assert choose_trace(784, "exact") == "exact"
     with pytest.raises(ValueError):
         choose_trace(2, "approx")
+
+
+def test_score_progress_measures_positive_intervals_in_log_time():
+    p = Progress(100, stream=io.StringIO(), enabled=False)
+    score = ScoreProgress(lambda x, t: -x, p, t_start=1e-4, t_end=1.0)
+    score(torch.zeros(1, 2), torch.full((1,), 1e-2))  # half-way in log t
+    assert p.n == pytest.approx(50.0)
