@@ -13,7 +13,12 @@ The classic loop re-implemented here follows the widely used reference code: sci
 forward pass for the drift and a second forward pass inside ``autograd.grad`` for the
 single-probe Hutchinson divergence.
 
-Run: ``python benchmarks/likelihood_bench.py`` (``--full`` for larger problems, ``--threads N``).
+The headline is :func:`unet_comparison`: a U-Net score on 1x28x28 images (a trained MNIST run with
+``--checkpoint``), ours against the classic loop with the same probe and tolerance, with the cost
+floor of one forward pass plus one VJP per evaluation.
+
+Run: ``python benchmarks/likelihood_bench.py`` (``--unet`` for the U-Net headline only, ``--checkpoint RUN``,
+``--full`` for larger Gaussian problems, ``--threads N``).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import argparse
 import contextlib
 import math
 import time
-from typing import Callable, Dict, Iterator, List, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 import numpy as np
 import torch
@@ -265,6 +270,102 @@ def scipy_roundtrip_comparison(device: str = "cpu", quick: bool = True, threads:
     return out
 
 
+class CountedNet(torch.nn.Module):
+    """A score function that counts its forward passes in ``self.forwards``."""
+
+    def __init__(self, score_fn: Callable):
+        super().__init__()
+        self.score_fn = score_fn
+        self.forwards = 0
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        self.forwards += 1
+        return self.score_fn(x, t)
+
+
+def unet_problem(checkpoint: Optional[str] = None, data_dir: Optional[str] = None, batch: int = 4, seed: int = 0):
+    """``(sde, score, x, label)``: a U-Net score on ``[batch, 1, 28, 28]`` images.
+
+    With ``checkpoint`` (a trained MNIST run, e.g. the ``cpu`` preset), its EMA network on MNIST test
+    images (``data_dir`` or ``SCORESDE_DATA``); otherwise the same architecture with random weights
+    (the zero-initialised output layers drawn too, so the score is not trivially zero) on uniform images.
+    """
+    from scoresde.nets import UNet
+    from scoresde.training import build_score_model, load_model
+
+    if checkpoint:
+        sde, score, cfg = load_model(checkpoint)
+        from scoresde.data import get_dataset
+
+        x = get_dataset(cfg.data, data_dir=data_dir or cfg.data_dir, split="test", n=batch).data
+        return sde, score, x, f"trained U-Net ({sum(p.numel() for p in score.parameters()) / 1e6:.2f}M parameters)"
+    g = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = UNet(channels=16, channel_mults=[1, 2, 2], num_res_blocks=1, dropout=0.0)
+        for m in net.modules():
+            if isinstance(m, torch.nn.Conv2d) and not bool(m.weight.any()):
+                torch.nn.init.normal_(m.weight, std=0.02)
+    sde = scoresde.VPSDE()
+    score = build_score_model(net.eval().requires_grad_(False), sde, "eps")
+    x = torch.rand(batch, 1, 28, 28, generator=g) * 2 - 1
+    return sde, score, x, "random U-Net (0.28M parameters)"
+
+
+def unet_comparison(checkpoint: Optional[str] = None, data_dir: Optional[str] = None, batch: int = 4,
+                    rtol: float = 1e-5, ref_rtol: float = 1e-7, threads: int = 1, reps: int = 1) -> Dict:
+    """Ours against the classic scipy loop with a U-Net score on 1x28x28 images, one Rademacher probe each.
+
+    Both integrate the same single-probe Hutchinson estimator (the same probe) at ``rtol = atol``;
+    the error of each is measured against ours at ``ref_rtol`` (same probe, float64 state), so it is
+    the integration error alone. ``limit_ms`` is the cost floor of one evaluation: one forward pass of
+    the network plus one vector-Jacobian product at this batch, timed on its own; ``ms_per_eval`` of
+    each method is its wall time over its NFE.
+    """
+    sde, net_score, x, label = unet_problem(checkpoint, data_dir, batch)
+    score = CountedNet(net_score)
+    seed = 1
+    probe = _rademacher((1, *x.shape), torch.Generator().manual_seed(seed), x.device, torch.float32)[0]
+    out: Dict = dict(model=label, shape=list(x.shape), rtol=rtol, atol=rtol, ref_rtol=ref_rtol, threads=threads)
+    with _num_threads(threads), torch.no_grad():
+        ref = log_likelihood(sde, score, x.double(), trace="hutchinson", n_probes=1, rtol=ref_rtol, atol=ref_rtol,
+                             generator=torch.Generator().manual_seed(seed), score_dtype=torch.float32)
+        out["reference_nfe"] = ref.nfe
+
+        def err(lp: torch.Tensor) -> float:
+            return float((lp.double() - ref.log_prob.double()).abs().mean())
+
+        score.forwards = 0
+        t, (lp, nfe) = _timed(lambda: classic_log_likelihood(sde, score, x, probe, rtol=rtol, atol=rtol), reps)
+        out["classic"] = dict(seconds=t, nfe=nfe, forwards=score.forwards // (reps + 1), error=err(lp), ms_per_eval=1e3 * t / nfe)
+
+        def ours():
+            return log_likelihood(sde, score, x, trace="hutchinson", n_probes=1, rtol=rtol, atol=rtol,
+                                  generator=torch.Generator().manual_seed(seed))
+
+        score.forwards = 0
+        t, res = _timed(ours, reps)
+        out["ours"] = dict(seconds=t, nfe=res.nfe, forwards=score.forwards // (reps + 1), error=err(res.log_prob),
+                           ms_per_eval=1e3 * t / res.nfe)
+
+        # the floor: one forward pass and one VJP of the score at this batch, nothing else
+        def forward_vjp():
+            with torch.enable_grad():
+                xr = x.detach().requires_grad_(True)
+                tt = torch.full((x.shape[0],), 0.5)
+                y = net_score(xr, tt)
+                return torch.autograd.grad(y, xr, probe)[0]
+
+        n_limit = 20
+        forward_vjp()
+        t0 = time.perf_counter()
+        for _ in range(n_limit):
+            forward_vjp()
+        out["limit_ms"] = 1e3 * (time.perf_counter() - t0) / n_limit
+    out["speedup"] = out["classic"]["seconds"] / out["ours"]["seconds"]
+    return out
+
+
 def _format_table(rows: List[Dict]) -> str:
     head = f"{'trace':<11}{'probes':>7}{'dtype':>9}{'rtol':>8}{'nfe':>6}{'seconds':>10}{'abs_error':>12}{'stderr':>10}"
     lines = [head, "-" * len(head)]
@@ -281,7 +382,30 @@ def main() -> None:
     parser.add_argument("--full", action="store_true", help="larger problems and best-of-3 timings")
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--unet", action="store_true", help="only the U-Net comparison (the headline)")
+    parser.add_argument("--checkpoint", help="a trained MNIST run for the U-Net comparison (default: random weights)")
+    parser.add_argument("--data-dir", help="MNIST folder (default: the run's, then SCORESDE_DATA)")
+    parser.add_argument("--json", help="write the U-Net comparison to this JSON file")
+    parser.add_argument("--batch", type=int, default=4, help="images in the U-Net comparison (default 4)")
+    parser.add_argument("--rtol", type=float, default=1e-5, help="rtol = atol of both methods (default 1e-5)")
+    parser.add_argument("--ref-rtol", type=float, default=1e-7, help="rtol = atol of the reference solve (default 1e-7)")
     args = parser.parse_args()
+    u = unet_comparison(args.checkpoint, args.data_dir, batch=args.batch, rtol=args.rtol, ref_rtol=args.ref_rtol,
+                        threads=args.threads)
+    print(f"U-Net score ({u['model']}), images {tuple(u['shape'])}, one Rademacher probe, rtol=atol={u['rtol']:g}; "
+          f"error against ours at rtol=atol={u['ref_rtol']:g} (NFE {u['reference_nfe']}):")
+    print(f"{'':<10}{'seconds':>9}{'nfe':>6}{'forwards':>10}{'ms/eval':>9}{'mean |err| (nats)':>19}")
+    for k in ("classic", "ours"):
+        r = u[k]
+        print(f"{k:<10}{r['seconds']:>9.2f}{r['nfe']:>6}{r['forwards']:>10}{r['ms_per_eval']:>9.1f}{r['error']:>19.2e}")
+    print(f"cost floor (one forward + one VJP): {u['limit_ms']:.1f} ms per evaluation; speedup {u['speedup']:.2f}x\n")
+    if args.json:
+        import json
+
+        with open(args.json, "w") as f:
+            json.dump(u, f, indent=1)
+    if args.unet:
+        return
     quick = not args.full
     mode = "quick" if quick else "full"
     print(f"torch {torch.__version__}, device {args.device}, threads {args.threads}, {mode} mode\n")

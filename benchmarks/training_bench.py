@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -159,7 +160,7 @@ def mnist_bpd(
     """
     from scoresde.data import dequantization_range
 
-    data_dir = data_dir or str(ROOT.parent / "shared" / "data")
+    data_dir = data_dir or os.environ.get("SCORESDE_DATA")
     with tempfile.TemporaryDirectory() as tmp:
         run_dir = out or tmp
         cfg = TrainConfig(data="mnist", data_dir=data_dir, steps=steps, batch_size=batch_size, device=device,

@@ -8,8 +8,8 @@ Targets:
 
 * ``toy_2d``, ``langevin_vs_pc_vs_ode``, ``solver_comparison``, ``mnist``: run ``examples/<name>.py``
   with its full (non-quick) settings and write ``docs/figures/<name>.png``. ``mnist`` reads the
-  MNIST files from ``--data-dir`` (default ``../shared/data``) and keeps its training run in
-  ``runs/mnist-example``.
+  MNIST files from ``--data-dir`` (default: the environment variable ``SCORESDE_DATA``) and keeps its
+  training run in ``runs/mnist-cpu``.
 * ``benchmark``: copy the plot ``benchmarks/results/cpu-quick-quality_vs_nfe.png`` to
   ``docs/figures/benchmark_quality_vs_nfe.png``, and the "Quality against NFE" and "Solver
   overhead" sections of ``benchmarks/results/cpu-quick.md`` to ``docs/snippets/benchmark_quality.md``
@@ -70,7 +70,7 @@ def copy_benchmark() -> List[Path]:
 def run_example(name: str, data_dir: str) -> Path:
     out = FIGURES / f"{name}.png"
     cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--out", str(out)]
-    if name == "mnist":
+    if name == "mnist" and data_dir:
         cmd += ["--data-dir", data_dir]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, MPLBACKEND="Agg"))
@@ -81,8 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("targets", nargs="*", metavar="TARGET",
                    help=f"what to regenerate: {', '.join(EXAMPLES)}, benchmark (default: all)")
-    p.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data"),
-                   help="MNIST folder for the mnist example (default: ../shared/data)")
+    p.add_argument("--data-dir", default=os.environ.get("SCORESDE_DATA"),
+                   help="MNIST folder for the mnist example (default: $SCORESDE_DATA)")
     args = p.parse_args(argv)
     targets = args.targets or [*EXAMPLES, "benchmark"]
     unknown = [t for t in targets if t not in (*EXAMPLES, "benchmark")]

@@ -1,4 +1,8 @@
-"""Griffe extension used by the API reference: Google-style items that document several names.
+"""Griffe extension used by the API reference: items that document several names; doctest examples.
+
+A section titled ``Example:`` (singular) is read by griffe as an admonition whose ``>>>`` lines
+Markdown turns into nested blockquotes; it is renamed ``Examples:``, griffe's examples section, whose
+doctest lines are rendered as Python code.
 
 The docstrings sometimes document two related parameters on one line, e.g.
 ``rtol, atol: tolerances of the adaptive methods.`` Griffe's Google parser expects one name per
@@ -65,9 +69,19 @@ def split_multi_name_items(text: str) -> str:
     return "\n".join(out)
 
 
+_EXAMPLE = re.compile(r"^(?P<indent>[ ]*)Example:[ ]*$", re.M)
+
+
+def examples_as_code(text: str) -> str:
+    """Rename ``Example:`` section headers to ``Examples:`` (rendered as code by griffe)."""
+    return _EXAMPLE.sub(r"\g<indent>Examples:", text)
+
+
 class MultiNameItems(griffe.Extension):
-    """Split multi-name docstring items (see the module docstring)."""
+    """Split multi-name docstring items and render ``Example:`` sections as code (see the module docstring)."""
 
     def on_object(self, *, obj: griffe.Object, **kwargs: Any) -> None:
         if obj.docstring is not None and "," in obj.docstring.value:
             obj.docstring.value = split_multi_name_items(obj.docstring.value)
+        if obj.docstring is not None and "Example:" in obj.docstring.value:
+            obj.docstring.value = examples_as_code(obj.docstring.value)

@@ -1,4 +1,4 @@
-"""The ``scoresde`` command line: ``train``, ``sample``, ``likelihood`` and ``demo``.
+"""The ``scoresde`` command line: ``train``, ``sample``, ``likelihood``, ``evaluate``, ``classifier`` and ``demo``.
 
 User errors (bad options, missing or corrupt files, NaN losses) print ``scoresde: error: ...`` to
 stderr and exit with status 1 (2 for malformed command lines), without a traceback.
@@ -140,7 +140,7 @@ def _add_shard_options(p: argparse.ArgumentParser) -> None:
 
 # ---------------------------------------------------------------------- the parser
 def build_parser() -> argparse.ArgumentParser:
-    """The ``scoresde`` argument parser with its four sub-commands."""
+    """The ``scoresde`` argument parser with its sub-commands."""
     from . import __version__
     from .solvers import GRIDS, SOLVERS
 
@@ -163,8 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a score network with denoising score matching. Options left out take sensible "
         "defaults (MLP for vectors, U-Net for images); with --resume they are taken from the checkpoint.",
     )
+    t.add_argument("--preset", choices=["cpu", "gpu"],
+                   help="a training recipe for MNIST-size images: cpu (digits on 2 CPU cores in about 30 minutes) or gpu "
+                   "(a larger model for one GPU); options given explicitly override it")
     t.add_argument("--data", help="toy set (moons, swiss_roll, checkerboard, rings, gmm), mnist, fashion-mnist, or PATH.npy/.npz (default: moons)")
-    t.add_argument("--data-dir", help="folder with the MNIST-family files (default: ../shared/data or ./data when present)")
+    t.add_argument("--data-dir", help="folder with the MNIST-family files (default: the environment variable SCORESDE_DATA)")
     t.add_argument("--n-train", type=_positive_int, help="number of training examples (toy sets: points drawn; files and images: the first N)")
     t.add_argument("--sde", choices=["vp", "subvp", "ve"], help="forward SDE (default: vp)")
     t.add_argument("--sde-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
@@ -193,7 +196,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocasts the forward pass (default: fp32)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
-    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--classifier", help="with --eval-every: the sample-quality classifier file (default: RUN/classifier.pt)")
+    t.add_argument("--eval-every", type=_positive_int,
+                   help="at every checkpoint that is a multiple of this many steps, log the sample quality "
+                   "(Fréchet LeNet distance, confidence, coverage of 256 DDIM samples) to log.jsonl and stderr")
+    t.add_argument("--quiet", action="store_true", help="no progress output")
 
     # ---- sample
     s = sub.add_parser(
@@ -218,6 +225,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seeds", help="per-sample seeds A-B (inclusive) or A:B: sample i is a function of its seed only, "
                    "the same in any batch; sharded over the ranks under torchrun")
     _add_shard_options(s)
+    s.add_argument("--quiet", action="store_true", help="no progress output")
     g = s.add_argument_group("solver options (each only for the solvers that take it)")
     g.add_argument("--snr", type=_positive_float, help="Langevin corrector signal-to-noise ratio (pc, langevin)")
     g.add_argument("--corrector-steps", type=_nonneg_int, help="Langevin steps per time step (pc, langevin)")
@@ -242,11 +250,15 @@ def build_parser() -> argparse.ArgumentParser:
         "stdout is one JSON object with log_prob_mean (nats), log_prob_stderr, nfe and, for discrete data, bits_per_dim.",
     )
     lk.add_argument("--checkpoint", default="run", help="run directory or checkpoint file (default: run)")
-    lk.add_argument("--data", required=True, help="PATH.npy/.npz, mnist, fashion-mnist or a toy set name (its test split)")
-    lk.add_argument("--data-dir", help="folder with the MNIST-family files")
+    lk.add_argument("--data", help="PATH.npy/.npz, mnist, fashion-mnist or a toy set name, its test split "
+                    "(default: the data set the model was trained on)")
+    lk.add_argument("--data-dir", help="folder with the MNIST-family files (default: the run's, then SCORESDE_DATA)")
     lk.add_argument("--num", "--count", dest="num", type=_positive_int,
-                    help="evaluate the first NUM examples (default: all); under torchrun spell it --count")
-    lk.add_argument("--trace", choices=["exact", "hutchinson"], default="exact", help="divergence estimator (default: exact)")
+                    help="evaluate the first NUM examples (default: 1000 for vectors, 16 for images); under torchrun "
+                    "spell it --count")
+    lk.add_argument("--trace", choices=["auto", "exact", "hutchinson"], default="auto",
+                    help="divergence estimator (default: auto = exact up to 32 dimensions, Hutchinson with its standard "
+                    "error above)")
     lk.add_argument("--n-probes", type=_positive_int, default=1, help="Hutchinson probes (default: 1)")
     lk.add_argument("--method", default="dopri5", help="ODE method (default: dopri5)")
     lk.add_argument("--rtol", type=_positive_float, default=1e-5, help="relative tolerance (default: 1e-5)")
@@ -256,15 +268,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="cap on the adaptive solver's steps per batch (default: 10000); raise it for stiff models")
     lk.add_argument("--steps", type=_positive_int, help="uniform steps of a fixed-step --method (euler, midpoint, heun, rk4, ...)")
     lk.add_argument("--repeats", type=_positive_int, default=1, help="dequantization draws for discrete data (default: 1)")
-    lk.add_argument("--batch-size", type=_positive_int, default=256, help="examples per ODE solve (default: 256)")
+    lk.add_argument("--batch-size", type=_positive_int, help="examples per ODE solve (default: 256 vectors, 16 images)")
     lk.add_argument("--seed", type=_seed, default=0, help="seed of probes and dequantization noise")
     lk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     lk.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     lk.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
+    lk.add_argument("--quiet", action="store_true", help="no progress output")
     lk.add_argument("--out", help="FILE.npy of per-example log-likelihoods (nats; bits/dim for discrete data): seeds each "
                     "example by --seed + index and steps it on its own, so the numbers do not depend on the batch; "
                     "sharded over the ranks under torchrun (where this mode is implied)")
     _add_shard_options(lk)
+
+    from .evaluate_cli import add_parsers
+
+    add_parsers(sub, common)
 
     # ---- demo
     d = sub.add_parser(
@@ -290,10 +307,10 @@ def _is_main_process() -> bool:
 
 
 def _default_data_dir() -> Optional[str]:
-    for cand in ("../shared/data", "data"):
-        if os.path.isdir(cand):
-            return cand
-    return None
+    """The folder named by ``SCORESDE_DATA`` (no other folder is ever guessed)."""
+    from .data import default_data_dir
+
+    return default_data_dir()
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -317,12 +334,22 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         if args.resume and _is_main_process():
             print(f"scoresde: note: no checkpoint in {out}; starting a new run", file=sys.stderr)
+        if args.preset:
+            from .training.presets import apply_preset
+
+            given = apply_preset(args.preset, given)
         if "data_dir" not in given and given.get("data", "moons") in ("mnist", "fashion-mnist"):
             given["data_dir"] = _default_data_dir()
         config = TrainConfig(**given)
     trainer = Trainer(config, resume=args.resume, progress=False if args.quiet else None)
     main = trainer.dist.is_main
     cfg = trainer.config
+    if main and not args.preset and trainer.device.type == "cpu" and len(cfg.event_shape) == 3 and trainer.step == 0:
+        _advise_cpu(trainer)
+    if args.eval_every:
+        from .evaluate_cli import periodic_quality
+
+        trainer.on_checkpoint = periodic_quality(trainer, args.eval_every, args.classifier, quiet=args.quiet)
     if main:
         start = f"resuming at step {trainer.step}" if trainer.resumed_from is not None else "starting"
         print(
@@ -371,6 +398,17 @@ def _literal(raw: str) -> Any:
         return ast.literal_eval(raw.strip())
     except (ValueError, SyntaxError):
         return raw.strip()
+def _advise_cpu(trainer: Any) -> None:
+    """On a CPU with image-sized defaults: print the expected training time and suggest ``--preset cpu``."""
+    from .training.presets import CPU_PRESET_SECONDS_PER_STEP, PRESETS, cpu_advice, seconds_per_step
+    from .training.trainer import build_score_model
+
+    cfg = trainer.config
+    sec = seconds_per_step(trainer.net, lambda m, x: trainer.loss_fn(build_score_model(m, trainer.sde, cfg.parameterization), x),
+                           trainer.data[0], cfg.batch_size)
+    if (cfg.steps - trainer.step) * sec > 1.5 * PRESETS["cpu"]["steps"] * CPU_PRESET_SECONDS_PER_STEP:
+        print(cpu_advice(cfg.steps - trainer.step, cfg.batch_size, sec, sum(p.numel() for p in trainer.net.parameters())),
+              file=sys.stderr, flush=True)
 
 
 def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
@@ -438,7 +476,8 @@ def _device(name: str):
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .solvers import make_solver, solve
+    from .evaluate import draw_samples
+    from .solvers import make_solver
     from .training import load_model
 
     out = Path(args.out)
@@ -451,23 +490,17 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
     event = tuple(cfg.event_shape)
     n = args.num or (64 if len(event) == 3 else 1000)
-    batch = args.batch_size or n
     _check_sample_size(n, event)
     try:
         solver = make_solver(args.solver, **opts)
     except (TypeError, ValueError) as e:
         raise UserError(f"solver {args.solver!r}: {e}") from None
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    chunks, nfe = [], 0
-    t0 = time.perf_counter()
-    for start in range(0, n, batch):
-        b = min(batch, n - start)
-        res = solve(sde, score, (b, *event), solver=solver, steps=args.steps, generator=gen, device=device,
-                    eps=args.eps, denoise=False if args.no_denoise else None, grid=args.grid)
-        chunks.append(res.samples.float().cpu())
-        nfe += res.nfe
-    seconds = time.perf_counter() - t0
-    x = torch.cat(chunks)
+    drawn = draw_samples(sde, score, n, event, solver=solver, steps=args.steps, batch_size=args.batch_size,
+                         generator=gen, device=device, progress=False if args.quiet else None,
+                         desc=f"sample ({args.solver})", eps=args.eps, denoise=False if args.no_denoise else None,
+                         grid=args.grid)
+    x, nfe, seconds = drawn.samples, drawn.nfe, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
         _save_npy_atomically(out, x.numpy())
@@ -480,18 +513,19 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def _likelihood_data(args: argparse.Namespace):
+def _likelihood_data(args: argparse.Namespace, cfg: Any, num: int):
+    """The test split of ``--data`` (default: the run's data set), only its first ``num`` examples loaded."""
     from .data import MNIST_DATASETS, TOY_DATASETS, get_dataset
 
-    spec = args.data
+    spec = args.data or cfg.data
     data_dir = args.data_dir
     if spec in MNIST_DATASETS and data_dir is None:
-        data_dir = _default_data_dir()
+        run_dir = cfg.data_dir if spec == cfg.data and cfg.data_dir and os.path.isdir(cfg.data_dir) else None
+        data_dir = run_dir or _default_data_dir()
     if spec in TOY_DATASETS:
-        return get_dataset(spec, split="test", n=args.num or 1000)
+        return get_dataset(spec, split="test", n=num)
     ds = get_dataset(spec, data_dir=data_dir, split="test")
-    if args.num is not None:
-        ds.data = ds.data[: args.num]
+    ds.data = ds.data[:num]
     return ds
 
 
@@ -557,11 +591,9 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
 def cmd_likelihood(args: argparse.Namespace) -> int:
     import torch
 
-    from .data import dequantization_range, to_levels
     from .errors import ShapeError
-    from .likelihood import bits_per_dim, log_likelihood
+    from .evaluate import choose_trace, dataset_likelihood
     from .training import load_model
-    from .training.metrics import mean_and_stderr
 
     sharded = args.out is not None or _launched_sharded()
     if sharded:
@@ -572,14 +604,21 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     else:
         device = _device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
-    ds = _likelihood_data(args)
+    is_image = len(cfg.event_shape) == 3
+    num = args.num or (16 if is_image else 1000)
+    ds = _likelihood_data(args, cfg, num)
     x = ds.data
     if tuple(x.shape[1:]) != tuple(cfg.event_shape):
         raise ShapeError(
             f"the data's examples have shape {tuple(x.shape[1:])} but the model was trained on examples of shape "
-            f"{tuple(cfg.event_shape)}"
+            f"{tuple(cfg.event_shape)} ({cfg.data}); pass --data with data of that shape, or leave it out to use {cfg.data}"
         )
-    if args.trace == "exact" and args.n_probes != 1:
+    if (ds.discrete_levels or None) != (cfg.discrete_levels or None):
+        what = lambda lv: f"{lv}-level quantised data" if lv else "continuous data"  # noqa: E731
+        raise UserError(f"the model was trained on {what(cfg.discrete_levels)} but --data {args.data} holds "
+                        f"{what(ds.discrete_levels)}; bits/dim would not be comparable")
+    trace = choose_trace(x[0].numel(), args.trace)
+    if trace == "exact" and args.n_probes != 1:
         raise UserError("--n-probes applies to --trace hutchinson only")
     from .solvers.odeint import ADAPTIVE_METHODS, FIXED_METHODS
 
@@ -588,46 +627,32 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     if args.steps is not None and args.method in ADAPTIVE_METHODS:
         raise UserError(f"--steps applies to fixed-step methods ({', '.join(FIXED_METHODS)}); {args.method} chooses its "
                         "own steps (set --rtol/--atol, cap them with --max-steps)")
-    options = dict(eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol, trace=args.trace,
-                   max_steps=args.max_steps, steps=args.steps)
-    if args.trace == "hutchinson":
-        options["n_probes"] = args.n_probes
-    levels = ds.discrete_levels
+    if trace == "exact" and x[0].numel() > 4 * 32:
+        print(f"note: the exact trace costs {x[0].numel()} VJPs per evaluation here; --trace hutchinson is "
+              "far faster and reports its standard error", file=sys.stderr)
+    args.batch_size = args.batch_size or (16 if is_image else 256)
     if sharded:
+        options = dict(eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol, trace=trace,
+                       max_steps=args.max_steps, steps=args.steps)
+        if trace == "hutchinson":
+            options["n_probes"] = args.n_probes
+        args.trace, args.data = trace, args.data or cfg.data
         return _likelihood_sharded(args, sde, score, ds, device, options, info)
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    log_probs, bpds, nfe = [], [], 0
-    t0 = time.perf_counter()
-    for start in range(0, x.shape[0], args.batch_size):
-        xb = x[start : start + args.batch_size].to(device)
-        if levels:
-            lo, hi = ds.data_range or (-1.0, 1.0)
-            res = bits_per_dim(sde, score, to_levels(xb, levels, (lo, hi)), levels=levels,
-                               data_range=dequantization_range(levels, (lo, hi)), repeats=args.repeats,
-                               generator=gen, **options)
-            d = xb[0].numel()
-            width = (hi - lo) / (levels - 1)
-            bpds.append(res.bits_per_dim.cpu())
-            # log p of the dequantized points: -(bpd D ln 2) - D log(bin width)
-            log_probs.append(-(res.bits_per_dim.cpu().double() * d * math.log(2.0)) - d * math.log(width))
-            nfe += res.nfe
-        else:
-            res = log_likelihood(sde, score, xb.double() if device.type != "mps" else xb, generator=gen,
-                                 score_dtype=torch.float32, **options)
-            log_probs.append(res.log_prob.cpu().double())
-            nfe += res.nfe
-    seconds = time.perf_counter() - t0
-    lp_mean, lp_se = mean_and_stderr(torch.cat(log_probs))
-    summary: Dict[str, Any] = {
-        "log_prob_mean": lp_mean, "log_prob_stderr": lp_se, "nfe": nfe, "num": int(x.shape[0]),
-        "trace": args.trace, "data": args.data, "seconds": round(seconds, 3),
-    }
+    data_range = tuple(cfg.data_range) if cfg.data_range else (tuple(ds.data_range) if ds.data_range else None)
+    res = dataset_likelihood(sde, score, x, levels=cfg.discrete_levels, data_range=data_range, trace=trace,
+                             n_probes=args.n_probes, repeats=args.repeats, batch_size=args.batch_size,
+                             generator=gen, device=device, progress=False if args.quiet else None,
+                             eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol,
+                             max_steps=args.max_steps, steps=args.steps)
+    summary: Dict[str, Any] = {**res.summary(), "data": args.data or cfg.data, "seconds": round(res.seconds, 3)}
+    lp_mean, lp_se = summary["log_prob_mean"], summary["log_prob_stderr"]
     print(f"{x.shape[0]} examples of shape {tuple(x.shape[1:])}: mean log-likelihood {lp_mean:.4f} +- {lp_se:.4f} nats "
-          f"(NLL {-lp_mean:.4f}); {args.trace} trace, NFE {nfe}, {seconds:.1f} s")
-    if levels:
-        bpd_mean, bpd_se = mean_and_stderr(torch.cat(bpds))
-        summary.update(bits_per_dim=bpd_mean, bits_per_dim_stderr=bpd_se, levels=levels)
-        print(f"bits/dim: {bpd_mean:.4f} +- {bpd_se:.4f} (uniform dequantization, {args.repeats} draw(s))")
+          f"(NLL {-lp_mean:.4f}); {trace} trace, NFE {res.nfe}, {res.seconds:.1f} s")
+    if cfg.discrete_levels:
+        summary["levels"] = cfg.discrete_levels
+        print(f"bits/dim: {summary['bits_per_dim']:.4f} +- {summary['bits_per_dim_stderr']:.4f} "
+              f"(uniform dequantization, {args.repeats} draw(s))")
     if args.json:
         print(json.dumps({k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in summary.items()}))
     return 0
@@ -689,7 +714,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "demo": cmd_demo}
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from .evaluate_cli import cmd_evaluate as run
+
+    return run(args)
+
+
+def cmd_classifier(args: argparse.Namespace) -> int:
+    from .evaluate_cli import cmd_classifier as run
+
+    return run(args)
+
+
+COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "evaluate": cmd_evaluate,
+            "classifier": cmd_classifier, "demo": cmd_demo}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

@@ -355,7 +355,8 @@ def test_get_dataset_toy_and_arrays(tmp_path):
     assert np.array_equal(to_levels(ds.data).numpy(), imgs)
 
 
-def test_get_dataset_errors(tmp_path):
+def test_get_dataset_errors(tmp_path, monkeypatch):
+    monkeypatch.delenv("SCORESDE_DATA", raising=False)
     with pytest.raises(DataError, match="moons.*mnist.*npy"):
         get_dataset("cifar10")
     with pytest.raises(DataError, match="no such file"):

@@ -34,6 +34,20 @@ TOY_SPLIT_SEEDS = {"train": 0, "test": 1}
 
 DEFAULT_RANGE = (-1.0, 1.0)
 
+#: Environment variable naming the data folder (one holding ``mnist/`` and ``fashion-mnist/``).
+DATA_ENV = "SCORESDE_DATA"
+
+
+def default_data_dir() -> Optional[str]:
+    """The data folder named by the environment variable ``SCORESDE_DATA``, or ``None`` when it is unset.
+
+    Nothing else is searched: code never guesses a data folder. Set the variable once
+    (``export SCORESDE_DATA=/path/to/data``, a folder holding ``mnist/`` and ``fashion-mnist/``)
+    or pass ``data_dir`` / ``--data-dir`` explicitly.
+    """
+    value = os.environ.get(DATA_ENV, "").strip()
+    return os.path.expanduser(value) if value else None
+
 
 def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, float, float]:
     levels = integer(levels, "levels", minimum=2)
@@ -158,7 +172,8 @@ def get_dataset(
     Args:
         spec: a toy name (:data:`TOY_DATASETS`), ``"mnist"``, ``"fashion-mnist"``, or the path of a
             ``.npy`` / ``.npz`` file (see :func:`load_array`).
-        data_dir: where the MNIST-family files are (see :func:`load_mnist`); required for those.
+        data_dir: where the MNIST-family files are (see :func:`load_mnist`); default: the environment
+            variable ``SCORESDE_DATA`` (:func:`default_data_dir`).
         split: ``"train"`` or ``"test"``. For toy data it picks the default seed
             (:data:`TOY_SPLIT_SEEDS`), so the two splits differ; arrays have a single split.
         n: number of samples: toy data draws ``n`` points (default :data:`DEFAULT_TOY_SIZE`); image and
@@ -188,7 +203,12 @@ def get_dataset(
 
     if spec in MNIST_DATASETS:
         if data_dir is None:
-            raise DataError(f"{spec} needs data_dir: the folder with its four IDX files (or a parent with a '{spec}' folder)")
+            data_dir = default_data_dir()
+        if data_dir is None:
+            raise DataError(
+                f"{spec} needs a data folder: pass data_dir (--data-dir on the command line) or set the environment "
+                f"variable {DATA_ENV}, naming the folder with its four IDX files or a parent with a '{spec}' folder"
+            )
         images, labels = load_mnist(data_dir, split=split, dataset=spec, check_md5=True)
         images, labels = _check_n(images, n, spec), _check_n(labels, n, spec)
         return Dataset(spec, to_model_range(images), 256, DEFAULT_RANGE, labels)
@@ -219,5 +239,5 @@ __all__ = [
     "toy_data", "toy_gmm", "TOY_DATASETS",
     "load_array", "read_array", "NPZ_KEYS",
     "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
-    "DEFAULT_TOY_SIZE", "DEFAULT_RANGE",
+    "DEFAULT_TOY_SIZE", "DEFAULT_RANGE", "DATA_ENV", "default_data_dir",
 ]

@@ -1,23 +1,26 @@
-"""A plain progress bar on stderr and a JSONL log file."""
+"""The training progress report on stderr and a JSONL log file."""
 
 from __future__ import annotations
 
 import json
 import math
-import sys
-import time
 from pathlib import Path
 from typing import IO, Any, Dict, Optional
 
+from ..progress import Progress
+
 
 class ProgressBar:
-    """A one-line progress bar: step, loss and throughput, redrawn at most every ``min_interval`` s.
+    """Training progress: step, loss, throughput and the estimated time left.
+
+    On a terminal a bar redrawn in place; otherwise (a log file, a pipe) one line every
+    ``log_interval`` seconds (see :class:`scoresde.progress.Progress`).
 
     Args:
         total: the last step.
         initial: the step the bar starts at (a resumed run starts above 0).
-        enabled: draw at all; ``None`` means "only when ``stream`` is a terminal".
-        stream: where to draw (stderr by default).
+        enabled: ``False`` prints nothing; ``None`` or ``True`` prints (bar or periodic lines).
+        stream: where to write (stderr by default).
     """
 
     def __init__(
@@ -27,38 +30,22 @@ class ProgressBar:
         enabled: Optional[bool] = None,
         stream: Optional[IO[str]] = None,
         min_interval: float = 0.2,
-        width: int = 24,
+        width: int = 20,
+        log_interval: Optional[float] = None,
     ):
-        self.stream = stream if stream is not None else sys.stderr
-        if enabled is None:
-            enabled = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.enabled = enabled
+        self._progress = Progress(total, "train", "step", initial=initial, enabled=enabled, stream=stream,
+                                  min_interval=min_interval, width=width, log_interval=log_interval)
+        self.enabled = self._progress.enabled
         self.total, self.step = int(total), int(initial)
-        self.min_interval, self.width = min_interval, width
-        self._last_draw = -math.inf
-        self._drawn = False
 
     def update(self, step: int, loss: float, examples_per_s: float, force: bool = False) -> None:
         """Record progress; redraw if enough time passed (or ``force``)."""
         self.step = step
-        now = time.monotonic()
-        if not self.enabled or (not force and now - self._last_draw < self.min_interval):
-            return
-        self._last_draw = now
-        frac = min(1.0, step / self.total) if self.total else 1.0
-        filled = int(round(frac * self.width))
-        bar = "#" * filled + "-" * (self.width - filled)
-        line = f"\r[{bar}] {step}/{self.total} loss {loss:.4g} {examples_per_s:,.0f} ex/s"
-        self.stream.write(line + " " * 4)
-        self.stream.flush()
-        self._drawn = True
+        self._progress.set(step, loss=float(loss), **{"ex/s": f"{examples_per_s:,.0f}"})
 
     def close(self) -> None:
-        """End the line the bar was drawn on."""
-        if self.enabled and self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
+        """Write the final state and end the line."""
+        self._progress.close()
 
 
 class JSONLLogger:

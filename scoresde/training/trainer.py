@@ -22,7 +22,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor, nn
@@ -180,7 +180,7 @@ class Trainer:
         config: the run's options; automatic (``None``) options are resolved from the data.
         resume: continue from ``config.out/latest.pt`` if it exists. Without it, an output
             directory that already holds a checkpoint is refused (nothing is overwritten).
-        progress: draw the progress bar (``None``: only when stderr is a terminal).
+        progress: report progress on stderr (``None``: a bar on a terminal, a line every 30 s otherwise; ``False``: nothing).
         dataset: use this dataset object (with ``.data``, ``.event_shape``, ``.discrete_levels``)
             instead of loading ``config.data``.
 
@@ -190,7 +190,13 @@ class Trainer:
 
     Raises:
         ConfigError, DataError, CheckpointError: bad options, data or checkpoint.
+
+    Attributes:
+        on_checkpoint: ``None`` or a function ``f(trainer) -> dict`` called on rank 0 after every
+            checkpoint; its dict is logged to ``log.jsonl`` as an ``"eval"`` event (e.g. sample quality).
     """
+
+    on_checkpoint: Optional[Callable[["Trainer"], Optional[Dict[str, Any]]]] = None
 
     def __init__(self, config: TrainConfig, *, resume: bool = False, progress: Optional[bool] = None, dataset: Any = None):
         config.validate()
@@ -550,6 +556,9 @@ class Trainer:
                         except NonFiniteError as e:
                             log.write({"event": "nonfinite", "step": self.step, "reason": str(e), "time": time.time()})
                             raise
+                        record = self.on_checkpoint(self) if self.on_checkpoint is not None and main else None
+                        if record:
+                            log.write({"event": "eval", "step": self.step, **record})
                     if self._figure_due(last):
                         self._draw_samples()
                     # Throughput figures count training only, not checkpoints and figures.

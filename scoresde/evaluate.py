@@ -1,0 +1,329 @@
+"""Sampling and likelihoods of whole data sets with progress, and the evaluation of a trained run.
+
+These are the loops behind ``scoresde sample``, ``scoresde likelihood`` and ``scoresde evaluate``:
+they split the work into batches, report progress (:mod:`scoresde.progress`) and collect the results.
+
+* :func:`draw_samples`: ``n`` samples in batches; step solvers report steps, adaptive ODE solvers
+  the number of score evaluations (NFE) and the current time.
+* :func:`dataset_likelihood`: log-likelihoods (and bits/dim for quantised data) of a data set,
+  batch by batch, with the NFE and current time of the ODE shown.
+* :func:`choose_trace`: the divergence estimator that fits the dimension (exact only where cheap).
+* :func:`evaluate_run`: sample quality (:mod:`scoresde.metrics`) and test bits/dim of a trained run.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import Tensor
+
+from .errors import DataError, ShapeError
+from .progress import Progress, ScoreProgress
+
+__all__ = ["SampleBatch", "DatasetLikelihood", "EvaluationResult", "draw_samples", "dataset_likelihood",
+           "choose_trace", "evaluate_run", "EXACT_TRACE_MAX_DIM"]
+
+#: Largest dimension for which ``trace="auto"`` computes the exact divergence (``D`` VJPs per
+#: evaluation); above it the Hutchinson estimator (one VJP per probe) is used.
+EXACT_TRACE_MAX_DIM = 32
+
+
+def choose_trace(dim: int, trace: str = "auto") -> str:
+    """``"exact"`` or ``"hutchinson"`` for data of ``dim`` dimensions.
+
+    ``"auto"`` picks the exact trace when ``dim <= EXACT_TRACE_MAX_DIM`` (it costs ``dim``
+    vector-Jacobian products per evaluation, against one per probe for Hutchinson) and Hutchinson
+    otherwise; ``"exact"`` and ``"hutchinson"`` are returned unchanged.
+    """
+    if trace not in ("auto", "exact", "hutchinson"):
+        raise ValueError(f"trace must be 'auto', 'exact' or 'hutchinson', got {trace!r}")
+    if trace != "auto":
+        return trace
+    return "exact" if int(dim) <= EXACT_TRACE_MAX_DIM else "hutchinson"
+
+
+# ---------------------------------------------------------------------- sampling
+@dataclass
+class SampleBatch:
+    """Samples ``[n, *event]`` (CPU, float32), the total NFE and the wall seconds."""
+
+    samples: Tensor
+    nfe: int
+    seconds: float
+
+
+def draw_samples(
+    sde: Any,
+    score_fn: Callable[[Tensor, Tensor], Tensor],
+    n: int,
+    event_shape: Sequence[int],
+    solver: Any = "ddim",
+    steps: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: Optional[bool] = None,
+    desc: str = "sample",
+    **solve_options: Any,
+) -> SampleBatch:
+    """Draw ``n`` samples with :func:`scoresde.solve`, ``batch_size`` at a time, reporting progress.
+
+    Args:
+        sde, score_fn: the model.
+        n: number of samples; event_shape: shape of one sample.
+        solver: a solver name or object (see :data:`scoresde.SOLVERS`).
+        steps: solver steps (the solver's default when ``None``).
+        batch_size: samples per :func:`scoresde.solve` call (default: all at once).
+        generator, device: as in :func:`scoresde.solve`.
+        progress: ``False`` prints nothing; otherwise progress goes to stderr: steps for step
+            solvers, percent of the time interval with NFE and ``t`` for adaptive ODE solvers.
+        **solve_options: further arguments of :func:`scoresde.solve` (``eps``, ``denoise``, solver options).
+
+    Returns:
+        A :class:`SampleBatch`.
+    """
+    from .solvers import make_solver, solve
+
+    event_shape = tuple(int(s) for s in event_shape)
+    n = int(n)
+    batch = int(batch_size or n)
+    options = {k: v for k, v in solve_options.items() if k in ("eps", "denoise", "x_init", "grid")}
+    solver_options = {k: v for k, v in solve_options.items() if k not in options}
+    solver_obj = make_solver(solver, **solver_options)
+    adaptive = bool(getattr(solver_obj, "adaptive", False))
+    eps_default = options.get("eps") or solver_obj.default_eps
+    n_steps = int(steps or solver_obj.steps_for(sde, torch.Size([min(n, int(batch_size or n)), *event_shape]), eps_default))
+    batches = math.ceil(n / batch)
+    if adaptive:
+        bar = Progress(100, desc, "%", enabled=progress)
+        eps = options.get("eps") or getattr(solver_obj, "default_eps", 1e-3)
+        score = ScoreProgress(score_fn, bar, sde.T, eps)
+    else:
+        bar = Progress(batches * n_steps, desc, "step", enabled=progress)
+        score = score_fn
+    chunks, nfe = [], 0
+    t0 = time.perf_counter()
+    with bar:
+        for j, start in enumerate(range(0, n, batch)):
+            b = min(batch, n - start)
+            callback = None
+            if adaptive:
+                score.segment(100.0 * start / n, 100.0 * b / n)
+            else:
+                done = j * n_steps
+
+                def callback(i: int, t_next: Tensor, x: Tensor, done: int = done) -> None:
+                    bar.set(done + i + 1)
+
+            res = solve(sde, score, (b, *event_shape), solver=solver_obj, steps=steps, generator=generator,
+                        device=device, callback=callback, **options)
+            chunks.append(res.samples.float().cpu())
+            nfe += res.nfe
+            if not adaptive:
+                bar.set((j + 1) * n_steps, NFE=nfe)
+    return SampleBatch(torch.cat(chunks), nfe, time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------- likelihoods
+@dataclass
+class DatasetLikelihood:
+    """Log-likelihoods of a data set.
+
+    Attributes:
+        log_prob: ``[N]`` float64 log-densities in nats (of the dequantized points for quantised data).
+        bits_per_dim: ``[N]`` float64 bits per dimension for quantised data, else ``None``.
+        trace: the divergence estimator used; nfe: score evaluations in all; seconds: wall time.
+    """
+
+    log_prob: Tensor
+    bits_per_dim: Optional[Tensor]
+    trace: str
+    nfe: int
+    seconds: float
+
+    def summary(self) -> Dict[str, Any]:
+        """Means and standard errors (over examples; Hutchinson's probe noise included) as a dict."""
+        from .training.metrics import mean_and_stderr
+
+        lp, lp_se = mean_and_stderr(self.log_prob)
+        out: Dict[str, Any] = {"log_prob_mean": lp, "log_prob_stderr": lp_se, "nfe": self.nfe,
+                               "num": int(self.log_prob.shape[0]), "trace": self.trace}
+        if self.bits_per_dim is not None:
+            b, b_se = mean_and_stderr(self.bits_per_dim)
+            out.update(bits_per_dim=b, bits_per_dim_stderr=b_se)
+        return out
+
+
+def dataset_likelihood(
+    sde: Any,
+    score_fn: Callable[[Tensor, Tensor], Tensor],
+    x: Tensor,
+    *,
+    levels: Optional[int] = None,
+    data_range: Optional[Tuple[float, float]] = None,
+    trace: str = "auto",
+    n_probes: int = 1,
+    repeats: int = 1,
+    batch_size: int = 64,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    progress: Optional[bool] = None,
+    desc: str = "likelihood",
+    **likelihood_options: Any,
+) -> DatasetLikelihood:
+    """Log-likelihood (and bits/dim for quantised data) of every example of ``x``, in batches, with progress.
+
+    Args:
+        sde, score_fn: the model.
+        x: data ``[N, *event]`` in the model's range (quantised data: on the levels of
+            :func:`scoresde.data.to_model_range`).
+        levels, data_range: for quantised data, the number of levels and the ``(lo, hi)`` the
+            levels were mapped to; bits/dim then use uniform dequantization
+            (:func:`scoresde.bits_per_dim` with :func:`scoresde.data.dequantization_range`).
+        trace: ``"auto"`` (see :func:`choose_trace`), ``"exact"`` or ``"hutchinson"``.
+        n_probes: Hutchinson probes; repeats: dequantization draws (quantised data).
+        batch_size: examples per ODE solve.
+        generator, device: randomness and placement.
+        progress: ``False`` prints nothing; otherwise the percentage done with the NFE and the ODE's
+            current time go to stderr.
+        **likelihood_options: ``eps``, ``method``, ``rtol``, ``atol``, ... of :func:`scoresde.log_likelihood`.
+
+    Returns:
+        A :class:`DatasetLikelihood`.
+    """
+    from .data import dequantization_range, to_levels
+    from .likelihood import bits_per_dim, log_likelihood
+
+    if x.ndim < 2 or x.shape[0] < 1:
+        raise ShapeError(f"x must be [N, *event] with N >= 1, got shape {tuple(x.shape)}")
+    device = torch.device(device) if device is not None else x.device
+    dim = int(x[0].numel())
+    trace = choose_trace(dim, trace)
+    options = dict(likelihood_options, trace=trace)
+    if trace == "hutchinson":
+        options["n_probes"] = n_probes
+    eps = float(options.get("eps", 1e-5))
+    n = x.shape[0]
+    bar = Progress(100, desc, "%", enabled=progress)
+    score = ScoreProgress(score_fn, bar, eps, sde.T)
+    log_probs, bpds = [], []
+    t0 = time.perf_counter()
+    with bar:
+        for start in range(0, n, batch_size):
+            xb = x[start : start + batch_size].to(device)
+            b = xb.shape[0]
+            score.segment(100.0 * start / n, 100.0 * b / n, passes=repeats if levels else 1)
+            if levels:
+                lo, hi = data_range or (-1.0, 1.0)
+                res = bits_per_dim(sde, score, to_levels(xb, levels, (lo, hi)), levels=levels,
+                                   data_range=dequantization_range(levels, (lo, hi)), repeats=repeats,
+                                   generator=generator, **options)
+                width = (hi - lo) / (levels - 1)
+                bpd = res.bits_per_dim.detach().cpu().double()
+                bpds.append(bpd)
+                # log p of the dequantized points: -(bpd D ln 2) - D log(bin width)
+                log_probs.append(-(bpd * dim * math.log(2.0)) - dim * math.log(width))
+            else:
+                xd = xb.double() if device.type != "mps" else xb
+                res = log_likelihood(sde, score, xd, generator=generator, score_dtype=torch.float32, **options)
+                log_probs.append(res.log_prob.detach().cpu().double())
+    return DatasetLikelihood(torch.cat(log_probs), torch.cat(bpds) if bpds else None, trace, score.nfe,
+                             time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------------- evaluating a run
+@dataclass
+class EvaluationResult:
+    """What :func:`evaluate_run` measured.
+
+    Attributes:
+        quality: the :class:`scoresde.metrics.SampleQuality` of the samples.
+        likelihood: test-set log-likelihoods and bits/dim (``None`` when skipped).
+        samples: the samples ``[n, *event]`` (CPU).
+        sampling: solver name, steps, NFE and seconds of the sampling.
+    """
+
+    quality: Any
+    likelihood: Optional[DatasetLikelihood]
+    samples: Tensor
+    sampling: Dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able summary."""
+        out = {"sampling": dict(self.sampling), **self.quality.to_dict()}
+        if self.likelihood is not None:
+            out["likelihood"] = {**self.likelihood.summary(), "seconds": round(self.likelihood.seconds, 2)}
+        return out
+
+
+def evaluate_run(
+    checkpoint: Union[str, Path],
+    classifier: Any,
+    *,
+    data_dir: Optional[Union[str, Path]] = None,
+    num: int = 1000,
+    solver: str = "ddim",
+    steps: Optional[int] = None,
+    batch_size: int = 250,
+    likelihood_num: int = 16,
+    likelihood_options: Optional[Dict[str, Any]] = None,
+    threshold: float = 0.9,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+    use_ema: bool = True,
+    progress: Optional[bool] = None,
+    **solver_options: Any,
+) -> EvaluationResult:
+    """Sample quality and test bits/dim of a trained image model.
+
+    Args:
+        checkpoint: a run directory or checkpoint file.
+        classifier: a :class:`scoresde.metrics.Classifier` trained on the run's data set.
+        data_dir: the data folder (default: the run's, then ``SCORESDE_DATA``).
+        num: samples to draw; solver, steps, batch_size, solver_options: how.
+        likelihood_num: test images for bits/dim (0: skip); likelihood_options: for
+            :func:`dataset_likelihood` (default: Hutchinson, dopri5 at ``rtol = atol = 1e-5``).
+        threshold: the confidence threshold.
+        seed: seed of the samples and of the likelihood's noise.
+        device, use_ema: where, and which weights.
+        progress: as in :func:`draw_samples`.
+
+    Returns:
+        An :class:`EvaluationResult`.
+    """
+    from .data import get_dataset
+    from .metrics import sample_quality
+    from .training import load_model
+
+    device = torch.device(device)
+    sde, score, cfg = load_model(checkpoint, device=device, use_ema=use_ema)
+    if len(cfg.event_shape) != 3:
+        raise ShapeError(f"evaluate needs an image model; this run's examples have shape {tuple(cfg.event_shape)}")
+    if list(classifier.event_shape) != list(cfg.event_shape):
+        raise ShapeError(f"the classifier was trained on images of shape {tuple(classifier.event_shape)} "
+                         f"({classifier.data}) but the model makes images of shape {tuple(cfg.event_shape)}")
+    data_dir = data_dir or cfg.data_dir
+    if data_dir is not None and not Path(data_dir).exists():
+        data_dir = None  # the run was trained elsewhere: fall back to SCORESDE_DATA
+    test = get_dataset(cfg.data, data_dir=data_dir, split="test")
+    if test.data.shape[0] < 2:
+        raise DataError(f"the test split of {cfg.data} has fewer than 2 images")
+    gen = torch.Generator(device=device).manual_seed(seed)
+    drawn = draw_samples(sde, score, num, cfg.event_shape, solver=solver, steps=steps, batch_size=batch_size,
+                         generator=gen, device=device, progress=progress, desc=f"sample ({solver})", **solver_options)
+    quality = sample_quality(classifier, drawn.samples, test.data, threshold=threshold)
+    lik = None
+    if likelihood_num:
+        opts = dict(trace="hutchinson", rtol=1e-5, atol=1e-5)
+        opts.update(likelihood_options or {})
+        x = test.data[:likelihood_num]
+        lik = dataset_likelihood(sde, score, x, levels=cfg.discrete_levels, data_range=tuple(cfg.data_range or (-1, 1)),
+                                 generator=torch.Generator(device=device).manual_seed(seed), device=device,
+                                 progress=progress, desc="test bits/dim", **opts)
+    sampling = {"solver": solver, "steps": steps, "nfe": drawn.nfe, "seconds": round(drawn.seconds, 2), "num": num}
+    return EvaluationResult(quality, lik, drawn.samples, sampling)

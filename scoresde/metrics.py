@@ -1,0 +1,452 @@
+"""Offline sample quality for image data: a small classifier, the Fréchet LeNet distance, confidence and coverage.
+
+The usual image metric, FID, compares Inception-v3 features of samples and data; its weights must be
+downloaded and it says little about 28x28 grey digits. This module trains a small LeNet-style
+classifier on the data set's own training split instead (about a minute on a CPU for MNIST; done
+once, saved to a file and loaded safely), and computes from it:
+
+* the **Fréchet LeNet distance** (FLD): the Fréchet (2-Wasserstein) distance between Gaussians fitted
+  to the classifier's penultimate-layer features of samples and of test images,
+
+      FLD = |m_1 - m_2|^2 + tr(S_1 + S_2 - 2 (S_1^{1/2} S_2 S_1^{1/2})^{1/2}),
+
+  the formula of FID with a different feature map (lower is better; test images against other test
+  images give the floor set by the sample size);
+* the **confident fraction**: the share of samples classified as one of the data set's classes with
+  probability at least a threshold (0.9 by default). A plain classifier is confidently wrong on
+  images unlike any class (LeNet trained on MNIST alone calls uniform noise an "8" with probability
+  above 0.9), so the classifier has one extra *reject* class, trained on synthetic non-images (uniform
+  and Gaussian noise, sparse speckle, constant images); noise tiles land there and do not count;
+* the **class coverage**: the share of samples in each predicted class; a sampler that drops or
+  over-produces a mode shows it here (the smallest share is reported as ``min_class_fraction``).
+
+Example:
+    >>> import torch
+    >>> from scoresde.metrics import frechet_distance
+    >>> m, S = torch.zeros(3), torch.eye(3)
+    >>> round(frechet_distance(m, S, m + 1, 4 * S), 6)  # |1|^2 * 3 + 3 * (1 + 4 - 2 * 2)
+    6.0
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .errors import CheckpointError, DataError, ShapeError
+
+__all__ = [
+    "LeNet", "Classifier", "SampleQuality", "FeatureStatistics",
+    "train_classifier", "load_classifier", "non_images", "sqrtm_psd", "frechet_distance", "feature_statistics", "reference_statistics",
+    "sample_quality",
+]
+
+#: Format tag and version of a saved classifier file.
+CLASSIFIER_FORMAT = "scoresde-classifier"
+CLASSIFIER_VERSION = 1
+PathLike = Union[str, "Path"]
+
+
+# ---------------------------------------------------------------------- linear algebra
+def sqrtm_psd(a: Tensor) -> Tensor:
+    """The symmetric positive semi-definite square root of a symmetric PSD matrix.
+
+    Computed from the eigendecomposition ``a = V diag(w) V^T`` as ``V diag(sqrt(max(w, 0))) V^T`` in
+    float64 (tiny negative eigenvalues from round-off are set to zero).
+
+    Args:
+        a: ``[D, D]`` symmetric positive semi-definite.
+
+    Returns:
+        ``[D, D]`` float64, ``r`` with ``r @ r = a`` (up to round-off) and ``r`` symmetric PSD.
+    """
+    if a.ndim != 2 or a.shape[0] != a.shape[1]:
+        raise ShapeError(f"sqrtm_psd needs a square matrix [D, D], got shape {tuple(a.shape)}")
+    a = a.detach().double()
+    a = 0.5 * (a + a.T)  # symmetrise round-off
+    w, v = torch.linalg.eigh(a)
+    return (v * w.clamp_min(0).sqrt()) @ v.T
+
+
+def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -> float:
+    """Squared 2-Wasserstein (Fréchet) distance between ``N(mu1, sigma1)`` and ``N(mu2, sigma2)``.
+
+    ``|mu1 - mu2|^2 + tr(sigma1) + tr(sigma2) - 2 tr((sigma1^{1/2} sigma2 sigma1^{1/2})^{1/2})``,
+    with both square roots taken by :func:`sqrtm_psd` (symmetric eigendecompositions, float64),
+    which stays real and stable for singular covariances (fewer samples than features).
+
+    Args:
+        mu1, mu2: means ``[D]``; sigma1, sigma2: covariances ``[D, D]``.
+
+    Returns:
+        The distance (a float >= 0, up to round-off), in squared feature units.
+    """
+    mu1, mu2 = mu1.detach().double().reshape(-1), mu2.detach().double().reshape(-1)
+    d = mu1.shape[0]
+    for name, s in (("sigma1", sigma1), ("sigma2", sigma2)):
+        if tuple(s.shape) != (d, d):
+            raise ShapeError(f"{name} must be [{d}, {d}] to match the means, got {tuple(s.shape)}")
+    if mu2.shape[0] != d:
+        raise ShapeError(f"mu1 and mu2 must have the same length, got {d} and {mu2.shape[0]}")
+    s1, s2 = sigma1.detach().double(), sigma2.detach().double()
+    r1 = sqrtm_psd(s1)
+    cross = sqrtm_psd(r1 @ s2 @ r1)
+    value = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2.0 * torch.trace(cross)
+    return float(value)
+
+
+@dataclass
+class FeatureStatistics:
+    """Mean ``[D]`` and covariance ``[D, D]`` (float64, unbiased) of ``n`` feature vectors."""
+
+    mean: Tensor
+    cov: Tensor
+    n: int
+
+
+def feature_statistics(features: Tensor) -> FeatureStatistics:
+    """Mean and unbiased covariance of features ``[N, D]`` (float64), ``N >= 2``."""
+    if features.ndim != 2 or features.shape[0] < 2:
+        raise ShapeError(f"features must be [N, D] with N >= 2, got shape {tuple(features.shape)}")
+    f = features.detach().double()
+    mean = f.mean(0)
+    c = f - mean
+    return FeatureStatistics(mean, c.T @ c / (f.shape[0] - 1), int(f.shape[0]))
+
+
+# ---------------------------------------------------------------------- the classifier
+class LeNet(nn.Module):
+    """A LeNet-style classifier for small images: ``[B, C, H, W] -> [B, num_classes]`` logits.
+
+    Two ``3x3`` convolution + ReLU + ``2x2`` max-pool stages (32 and 64 channels), an adaptive
+    average pool to ``4x4``, a fully connected layer to ``feature_dim`` features (ReLU) and a
+    linear layer to the logits. :meth:`features` returns the ``[B, feature_dim]`` features that the
+    Fréchet LeNet distance compares. About 0.15M parameters; 99% test accuracy on MNIST after two epochs.
+
+    Args:
+        in_channels: image channels ``C``.
+        num_classes: number of classes.
+        feature_dim: width of the feature layer.
+    """
+
+    def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 128):
+        super().__init__()
+        self.config = dict(in_channels=int(in_channels), num_classes=int(num_classes), feature_dim=int(feature_dim))
+        self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
+        self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
+        self.fc = nn.Linear(64 * 4 * 4, feature_dim)
+        self.head = nn.Linear(feature_dim, num_classes)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Penultimate-layer features ``[B, feature_dim]`` of images ``[B, C, H, W]``."""
+        h = F.max_pool2d(F.relu(self.conv1(x)), 2)
+        h = F.max_pool2d(F.relu(self.conv2(h)), 2)
+        h = F.adaptive_avg_pool2d(h, 4).flatten(1)
+        return F.relu(self.fc(h))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Logits ``[B, num_classes]``."""
+        return self.head(self.features(x))
+
+
+@dataclass
+class Classifier:
+    """A trained :class:`LeNet` with what it was trained on.
+
+    Attributes:
+        net: the network (eval mode, no gradients).
+        data: name of the data set (``"mnist"``, ``"fashion-mnist"`` or a file path).
+        event_shape: shape of one image ``[C, H, W]``.
+        data_range: ``[lo, hi]`` of the images the network saw (the models' range, ``[-1, 1]`` for MNIST).
+        test_accuracy: accuracy on the test split (a float in ``[0, 1]``).
+        info: further details (epochs, training seconds, ...).
+        reject_class: index of the extra "not an image of the data set" class (the last one), or ``None``.
+    """
+
+    net: LeNet
+    data: str
+    event_shape: List[int]
+    data_range: List[float]
+    test_accuracy: float
+    info: Dict[str, Any] = field(default_factory=dict)
+    reject_class: Optional[int] = None
+
+    @torch.no_grad()
+    def _apply(self, x: Tensor, what: str, batch_size: int = 500) -> Tensor:
+        if x.ndim != 4 or list(x.shape[1:]) != list(self.event_shape):
+            raise ShapeError(
+                f"the classifier was trained on images of shape {tuple(self.event_shape)} ({self.data}); "
+                f"got a tensor of shape {tuple(x.shape)}"
+            )
+        device = next(self.net.parameters()).device
+        out = []
+        for start in range(0, x.shape[0], batch_size):
+            xb = x[start : start + batch_size].to(device=device, dtype=torch.float32)
+            out.append((self.net.features(xb) if what == "features" else self.net(xb).softmax(-1)).cpu())
+        return torch.cat(out)
+
+    def features(self, x: Tensor) -> Tensor:
+        """Features ``[N, feature_dim]`` (CPU, float32) of images ``[N, C, H, W]`` in the data range."""
+        return self._apply(x, "features")
+
+    def probabilities(self, x: Tensor) -> Tensor:
+        """Class probabilities ``[N, num_classes]`` (CPU, float32) of images ``[N, C, H, W]``."""
+        return self._apply(x, "probs")
+
+    def to(self, device: Union[str, torch.device]) -> "Classifier":
+        """Move the network to ``device``; returns ``self``."""
+        self.net.to(device)
+        return self
+
+    def save(self, path: PathLike) -> Path:
+        """Write the classifier to ``path`` (a ``.pt`` file of tensors and plain values); returns the path."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        state = {
+            "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "config": dict(self.net.config),
+            "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
+            "data": self.data, "event_shape": list(self.event_shape), "data_range": list(self.data_range),
+            "test_accuracy": float(self.test_accuracy), "info": dict(self.info),
+            "reject_class": -1 if self.reject_class is None else int(self.reject_class),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        torch.save(state, tmp)
+        tmp.replace(path)
+        return path
+
+
+def load_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") -> Classifier:
+    """Load a classifier written by :meth:`Classifier.save` (``torch.load(weights_only=True)``).
+
+    Raises:
+        CheckpointError: the file is missing, unreadable or not a scoresde classifier; the message
+            says how to make one (``scoresde classifier``).
+    """
+    p = Path(path)
+    make = f"train one with `scoresde classifier --data mnist --out {p}`"
+    if not p.is_file():
+        raise CheckpointError(f"no classifier at {p}; {make}")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (unpickling errors come in many types)
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{p} is not a readable classifier file ({first}); {make}") from None
+    if not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT:
+        raise CheckpointError(f"{p} is not a scoresde classifier file; {make}")
+    if state.get("version") != CLASSIFIER_VERSION:
+        raise CheckpointError(f"{p} has classifier format version {state.get('version')!r}; this scoresde reads "
+                              f"version {CLASSIFIER_VERSION}; {make}")
+    try:
+        net = LeNet(**state["config"])
+        net.load_state_dict(state["state_dict"])
+        clf = Classifier(net.eval().requires_grad_(False), str(state["data"]), [int(s) for s in state["event_shape"]],
+                         [float(v) for v in state["data_range"]], float(state["test_accuracy"]), dict(state.get("info", {})),
+                         None if int(state.get("reject_class", -1)) < 0 else int(state["reject_class"]))
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise CheckpointError(f"{p} is an incomplete or damaged classifier file ({e}); {make}") from None
+    return clf.to(device)
+
+
+def train_classifier(
+    data: str = "mnist",
+    data_dir: Optional[PathLike] = None,
+    epochs: int = 2,
+    batch_size: int = 128,
+    lr: float = 2e-3,
+    seed: int = 0,
+    device: Union[str, torch.device] = "cpu",
+    progress: Optional[bool] = None,
+    reject_class: bool = True,
+) -> Classifier:
+    """Train a :class:`LeNet` on the training split of a labelled image data set.
+
+    Adam with a cosine learning-rate decay, light augmentation (random shifts of up to 2 pixels);
+    the test accuracy is measured on the test split and stored with the classifier. With
+    ``reject_class`` the network has one more output, trained on synthetic images that belong to no
+    class (see :func:`non_images`), one for every eight real images of a batch.
+
+    Args:
+        data: ``"mnist"`` or ``"fashion-mnist"``.
+        data_dir: the data folder (default: the environment variable ``SCORESDE_DATA``).
+        epochs, batch_size, lr, seed: the training recipe.
+        device: where to train.
+        progress: ``False`` prints nothing; otherwise progress goes to stderr
+            (see :class:`scoresde.progress.Progress`).
+
+    Returns:
+        The trained :class:`Classifier` (call :meth:`Classifier.save` to keep it).
+
+    Raises:
+        DataError: the data set has no labels or is missing.
+    """
+    from .data import get_dataset
+    from .progress import Progress
+
+    train = get_dataset(data, data_dir=data_dir, split="train")
+    test = get_dataset(data, data_dir=data_dir, split="test")
+    if train.labels is None or train.data.ndim != 4:
+        raise DataError(f"{data} has no class labels or is not an image data set; the classifier needs labelled images")
+    device = torch.device(device)
+    num_classes = int(train.labels.max()) + 1
+    reject = num_classes if reject_class else None
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = LeNet(train.data.shape[1], num_classes + (1 if reject_class else 0)).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=lr)
+    n = train.data.shape[0]
+    steps_per_epoch = math.ceil(n / batch_size)
+    total = epochs * steps_per_epoch
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: 0.5 * (1 + math.cos(math.pi * min(s, total) / total)))
+    lo = float(train.data_range[0]) if train.data_range else float(train.data.min())
+    t0 = time.perf_counter()
+    bar = Progress(total, "classifier", "step", enabled=progress)
+    net.train()
+    for _ in range(epochs):
+        perm = torch.randperm(n, generator=gen)
+        for start in range(0, n, batch_size):
+            idx = perm[start : start + batch_size]
+            x = _shift(train.data[idx], gen, 2, lo)
+            y = train.labels[idx]
+            if reject is not None:
+                junk = non_images(max(1, len(idx) // 8), tuple(x.shape[1:]), (lo, float(train.data.max())), gen)
+                x, y = torch.cat([x, junk]), torch.cat([y, torch.full((junk.shape[0],), reject, dtype=y.dtype)])
+            loss = F.cross_entropy(net(x.to(device)), y.to(device))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            bar.update(1, loss=float(loss.detach()))
+    bar.close()
+    net.eval().requires_grad_(False)
+    clf = Classifier(net, data, list(train.data.shape[1:]), list(train.data_range or (lo, float(train.data.max()))), 0.0,
+                     reject_class=reject)
+    pred = clf.probabilities(test.data).argmax(-1)
+    clf.test_accuracy = float((pred == test.labels).double().mean())
+    clf.info = {"epochs": epochs, "batch_size": batch_size, "lr": lr, "seed": seed, "train_seconds": round(time.perf_counter() - t0, 1),
+                "num_classes": num_classes}
+    return clf
+
+
+def non_images(n: int, shape: tuple, data_range: tuple, gen: torch.Generator) -> Tensor:
+    """``n`` synthetic images ``[n, *shape]`` that belong to no class, in ``data_range``.
+
+    A quarter each: uniform noise; Gaussian noise (random mean and spread, clipped); sparse speckle
+    (each pixel bright with a random probability up to 0.3 on a dark background); constant images of a
+    random level.
+    """
+    lo, hi = data_range
+    u = lambda *s: torch.rand(*s, generator=gen)  # noqa: E731
+    kind = torch.randint(0, 4, (n,), generator=gen)
+    uniform = u(n, *shape)
+    gauss = (u(n, 1, 1, 1) + (0.1 + 0.5 * u(n, 1, 1, 1)) * torch.randn(n, *shape, generator=gen)).clamp(0, 1)
+    speckle = (u(n, *shape) < 0.3 * u(n, 1, 1, 1)).to(uniform.dtype)
+    const = u(n, 1, 1, 1).expand(n, *shape)
+    x = torch.stack([uniform, gauss, speckle, const])[kind, torch.arange(n)]
+    return lo + (hi - lo) * x
+
+
+def _shift(x: Tensor, gen: torch.Generator, max_shift: int, fill: float) -> Tensor:
+    """Translate each image ``[B, C, H, W]`` by a random integer offset in ``[-max_shift, max_shift]^2``."""
+    B, _, H, W = x.shape
+    pad = F.pad(x, (max_shift,) * 4, value=fill)
+    off = torch.randint(0, 2 * max_shift + 1, (B, 2), generator=gen)
+    rows = (off[:, 0, None] + torch.arange(H)).reshape(B, 1, H, 1).expand(B, x.shape[1], H, W + 2 * max_shift)
+    cols = (off[:, 1, None] + torch.arange(W)).reshape(B, 1, 1, W).expand(B, x.shape[1], H, W)
+    return pad.gather(2, rows).gather(3, cols)
+
+
+# ---------------------------------------------------------------------- the figures
+@dataclass
+class SampleQuality:
+    """Quality figures of ``n`` generated images against a reference set (see the module notes).
+
+    Attributes:
+        fld: Fréchet LeNet distance between samples and reference (lower is better).
+        confident_fraction: share of samples classified as one of the data set's classes (not the
+            reject class) with probability ``>= threshold``.
+        mean_confidence: mean top class probability over the data set's classes.
+        class_fractions: ``[num_classes]`` share of samples predicted as each class of the data set.
+        min_class_fraction: the smallest entry of ``class_fractions``.
+        reject_fraction: share of samples predicted as the reject class (0 without one).
+        threshold: the confidence threshold.
+        n: number of samples; n_reference: number of reference images.
+    """
+
+    fld: float
+    confident_fraction: float
+    mean_confidence: float
+    class_fractions: List[float]
+    min_class_fraction: float
+    threshold: float
+    n: int
+    n_reference: int
+    reject_fraction: float = 0.0
+
+    def to_dict(self) -> Dict[str, Any]:
+        """A JSON-able dict of the figures."""
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def summary(self) -> str:
+        """One line of text."""
+        return (f"FLD {self.fld:.2f}; {100 * self.confident_fraction:.1f}% of {self.n} samples classified with confidence "
+                f">= {self.threshold:g} (mean confidence {self.mean_confidence:.3f}); smallest class share "
+                f"{100 * self.min_class_fraction:.1f}%; {100 * self.reject_fraction:.1f}% rejected as no digit")
+
+
+def sample_quality(
+    classifier: Classifier,
+    samples: Tensor,
+    reference: Union[Tensor, FeatureStatistics],
+    threshold: float = 0.9,
+) -> SampleQuality:
+    """Fréchet LeNet distance, confidence and class coverage of ``samples``.
+
+    Args:
+        classifier: a trained :class:`Classifier` for the data set.
+        samples: generated images ``[N, C, H, W]`` in the data range (values outside it are clipped
+            to it, as they would be when written as an image); ``N >= 2``.
+        reference: test images ``[M, C, H, W]`` or their :class:`FeatureStatistics`.
+        threshold: confidence threshold of :attr:`SampleQuality.confident_fraction`.
+
+    Returns:
+        A :class:`SampleQuality`.
+    """
+    lo, hi = classifier.data_range
+    x = samples.detach().float().cpu().clamp(lo, hi)
+    if x.shape[0] < 2:
+        raise ShapeError(f"sample_quality needs at least 2 samples, got {x.shape[0]}")
+    ref = reference if isinstance(reference, FeatureStatistics) else feature_statistics(classifier.features(reference))
+    stats = feature_statistics(classifier.features(x))
+    probs = classifier.probabilities(x)
+    conf, pred = probs.max(-1)
+    counts = torch.bincount(pred, minlength=probs.shape[1]).double() / x.shape[0]
+    real = torch.ones_like(pred, dtype=torch.bool)
+    rejected = 0.0
+    if classifier.reject_class is not None:
+        real = pred != classifier.reject_class
+        rejected = float(counts[classifier.reject_class])
+        counts = torch.cat([counts[: classifier.reject_class], counts[classifier.reject_class + 1 :]])
+    return SampleQuality(
+        fld=frechet_distance(stats.mean, stats.cov, ref.mean, ref.cov),
+        confident_fraction=float(((conf >= threshold) & real).double().mean()),
+        mean_confidence=float(torch.where(real, conf, torch.zeros_like(conf)).double().mean()),
+        class_fractions=[round(float(c), 6) for c in counts],
+        min_class_fraction=float(counts.min()),
+        threshold=float(threshold),
+        n=int(x.shape[0]),
+        n_reference=int(ref.n),
+        reject_fraction=rejected,
+    )
+
+
+def reference_statistics(classifier: Classifier, images: Tensor) -> FeatureStatistics:
+    """Feature statistics of reference images ``[M, C, H, W]`` (compute once, reuse for many sample sets)."""
+    return feature_statistics(classifier.features(images))
