@@ -2,6 +2,7 @@
 
 from .registry import SOLVERS  # noqa: I001  (first: the solver modules look the registry up lazily)
 from .base import CountedScore, SampleResult, SolveContext, Solver, StepSolver, WrapperSolver
+from .dpmpp import DPMSolverPP, DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MSDE
 from .driver import make_grid, make_solver, sample, solve
 from .grids import GRIDS, Karras, LogSNR, Quadratic, TimeGrid, Uniform
 from .langevin import AnnealedLangevin, Langevin, PredictorCorrector, langevin_correct
@@ -15,4 +16,5 @@ __all__ = [
     "TimeGrid", "Uniform", "Quadratic", "LogSNR", "Karras",
     "EulerMaruyama", "ReverseDiffusion", "Ancestral", "Langevin", "PredictorCorrector",
     "AnnealedLangevin", "ProbabilityFlowODE", "DDIM", "TorchSDE", "langevin_correct",
+    "DPMSolverPP", "DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE", "DPMSolverPP3MSDE",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Dict, Type
 
 from .base import Solver
+from .dpmpp import DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MSDE
 from .langevin import AnnealedLangevin, Langevin, PredictorCorrector
 from .ode import DDIM, ProbabilityFlowODE
 from .predictors import Ancestral, EulerMaruyama, ReverseDiffusion
@@ -22,4 +23,8 @@ SOLVERS: Dict[str, Type[Solver]] = {
     "ode": ProbabilityFlowODE,
     "ddim": DDIM,
     "torchsde": TorchSDE,
+    "dpmpp_2m": DPMSolverPP2M,
+    "dpmpp_3m": DPMSolverPP3M,
+    "dpmpp_2m_sde": DPMSolverPP2MSDE,
+    "dpmpp_3m_sde": DPMSolverPP3MSDE,
 }
