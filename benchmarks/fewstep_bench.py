@@ -54,6 +54,8 @@ from scoresde.sde.base import SDE
 from scoresde.solvers.optimized_grids import GITS
 
 EPS = 1e-3  # the final time of our solvers (and the GITS fit); sigma(EPS) is the peers' sigma_min
+#: GITS fit: at least this many fine steps (and 3 per step of the largest budget), on this many teacher samples
+GITS_FINE_STEPS, GITS_SAMPLES = 64, 512
 
 #: Our deterministic few-step candidates (present ones only), then the stochastic ones.
 OURS_DETERMINISTIC: Tuple[SolverConfig, ...] = (
@@ -61,7 +63,9 @@ OURS_DETERMINISTIC: Tuple[SolverConfig, ...] = (
     SolverConfig("ode:heun", "ode", {"method": "heun"}),
     SolverConfig("ode:rk4", "ode", {"method": "rk4"}),
     SolverConfig("dpmpp_2m", "dpmpp_2m"),
+    SolverConfig("dpmpp_2m(lof=False)", "dpmpp_2m", {"lower_order_final": False}),
     SolverConfig("dpmpp_3m", "dpmpp_3m"),
+    SolverConfig("dpmpp_3m(lof=False)", "dpmpp_3m", {"lower_order_final": False}),
     SolverConfig("unipc", "unipc"),
     SolverConfig("unipc(order=3)", "unipc", {"order": 3}),
     SolverConfig("ipndm", "ipndm"),
@@ -71,6 +75,7 @@ OURS_STOCHASTIC: Tuple[SolverConfig, ...] = (
     SolverConfig("ancestral", "ancestral"),
     SolverConfig("ddim(eta=1)", "ddim", {"eta": 1.0}),
     SolverConfig("dpmpp_2m_sde", "dpmpp_2m_sde"),
+    SolverConfig("dpmpp_3m_sde", "dpmpp_3m_sde"),
 )
 OUR_GRIDS: Tuple[Optional[str], ...] = (None, "log_snr", "karras", "uniform", "gits")
 
@@ -307,7 +312,7 @@ def fewstep(device: str = "cpu", quick: bool = True, profile: "str | Profile | N
         event = tuple(ref.mixture.event_shape)
         shape = (prof.fewstep_samples, *event)
         t0 = time.perf_counter()
-        gits = GITS(fine_steps=max(64, 3 * max(prof.fewstep_nfe)), samples=512).fit(
+        gits = GITS(fine_steps=max(GITS_FINE_STEPS, 3 * max(prof.fewstep_nfe)), samples=GITS_SAMPLES).fit(
             sde, score, event, eps=EPS, generator=torch.Generator().manual_seed(2024)
         )
         fit_seconds[f"{problem}/{sde_name}"] = round(time.perf_counter() - t0, 2)
