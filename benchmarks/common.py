@@ -121,7 +121,7 @@ PROFILES: Dict[str, Profile] = {
         fewstep_problems=tuple((p, s) for p in ("fs2d", "fs8d", "fs32d") for s in ("vp", "ve")),
         fewstep_nfe=(5, 8, 10, 20),
         fewstep_seeds=3,
-        fewstep_samples=10_000,
+        fewstep_samples=5000,
     ),
     "full": Profile(
         name="full",

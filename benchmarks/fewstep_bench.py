@@ -69,6 +69,7 @@ OURS_DETERMINISTIC: Tuple[SolverConfig, ...] = (
     SolverConfig("unipc", "unipc"),
     SolverConfig("unipc(order=3)", "unipc", {"order": 3}),
     SolverConfig("ipndm", "ipndm"),
+    SolverConfig("ipndm(variable_step)", "ipndm", {"variable_step": True}),
     SolverConfig("edm", "edm"),
 )
 OURS_STOCHASTIC: Tuple[SolverConfig, ...] = (
@@ -285,7 +286,12 @@ def _summary(side: str, cand: Candidate, per_seed: List[Dict[str, Any]]) -> Dict
     }
 
 
-def fewstep(device: str = "cpu", quick: bool = True, profile: "str | Profile | None" = None) -> Dict[str, Any]:
+def fewstep(
+    device: str = "cpu",
+    quick: bool = True,
+    profile: "str | Profile | None" = None,
+    log: Optional[Callable[[str], None]] = None,
+) -> Dict[str, Any]:
     """The few-step comparison; see the module docstring.
 
     Returns:
@@ -303,6 +309,7 @@ def fewstep(device: str = "cpu", quick: bool = True, profile: "str | Profile | N
     candidates: List[Dict[str, Any]] = []
     fit_seconds: Dict[str, float] = {}
     refs: Dict[str, Any] = {}
+    t_start = time.perf_counter()
     for problem, sde_name in prof.fewstep_problems:
         if problem not in refs:
             refs[problem] = quality_reference(problem, prof, seed=0, n_samples=prof.fewstep_samples)
@@ -352,6 +359,12 @@ def fewstep(device: str = "cpu", quick: bool = True, profile: "str | Profile | N
                     if picks[side]:
                         row[f"{side}_verdict"] = verdict(row[f"{side}_sw2_seeds"], row["peer_sw2_seeds"])
             rows.append(row)
+            if log is not None:
+                log(
+                    f"[fewstep] {problem}/{sde_name} NFE {nfe}: {len(pool)} candidates; ours {row.get('ours_label')} "
+                    f"{row.get('ours_sw2', float('nan')):.4f}, peer {row.get('peer_label')} "
+                    f"{row.get('peer_sw2', float('nan')):.4f} ({time.perf_counter() - t_start:.0f} s)"
+                )
             # the schedule question: the peers' transcriptions on the same GITS noise levels
             gits_ours = _best([(c, r) for c, r in first if c.side == "ours" and c.label.endswith("@ gits")])
             if gits_ours is not None:

@@ -94,7 +94,9 @@ def section_functions(device: str, profile: Profile) -> Dict[str, Callable[[], A
         ),
         "training": lambda: _training(device, quick),
         "peers": lambda: load_function("peers", "peers")(device=device, profile=profile),
-        "fewstep": lambda: load_function("fewstep_bench", "fewstep")(device=device, profile=profile),
+        "fewstep": lambda: load_function("fewstep_bench", "fewstep")(
+            device=device, profile=profile, log=lambda m: print(m, file=sys.stderr, flush=True)
+        ),
     }
 
 
@@ -718,8 +720,8 @@ def plot_fewstep(rows: List[Dict[str, Any]], path: Path) -> bool:
         for ax in (ax_w, ax_l):
             ax.set_xticks(sorted({r["nfe"] for r in grp}))
             ax.grid(True, which="both", alpha=0.3)
-    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return True
