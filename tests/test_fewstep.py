@@ -78,6 +78,8 @@ SOLVER_ORDERS = {
     "unipc": (lambda: UniPC(), 3),  # UniP-2 + UniC: order 3
     "unipc_bh1": (lambda: UniPC(variant="bh1"), 3),
     "unip": (lambda: UniPC(corrector=False), 2),
+    # without lower_order_final: with it the last step is UniP-1, whose O(h^2) error shows on uniform grids
+    "unipc_full": (lambda: UniPC(lower_order_final=False), 3),
     "edm": (lambda: EDM(), 2),
     "ipndm": (lambda: IPNDM(), 2),  # equal-step weights on a non-uniform grid
     "ipndm_v": (lambda: IPNDM(variable_step=True), 4),
@@ -94,6 +96,10 @@ ORDER_CASES = [
     *[(name, sde, "karras", 1e-3, True, STEPS) for name in ("unipc_bh1", "unip") for sde in ("vp", "ve")],
     *[(name, sde, grid, 1e-3, True, STEPS) for name in ("edm", "ipndm") for sde in SDES for grid in ("karras", "log_snr")],
     *[("ipndm_v", sde, "karras", 1e-3, True, STEPS[1:]) for sde in SDES],
+    *[("edm", sde, "uniform", 0.05, True, STEPS) for sde in SDES],
+    *[("ipndm", sde, "uniform", 0.05, True, STEPS) for sde in ("subvp", "ve")],
+    *[("ipndm_v", sde, "uniform", 0.05, True, STEPS[1:]) for sde in ("vp", "subvp")],
+    *[("unipc_full", sde, "uniform", 0.05, True, STEPS) for sde in ("subvp", "ve")],
 ]
 
 
@@ -116,7 +122,9 @@ GAUSS = Gaussian(torch.tensor([0.5, -0.3, 0.2]), torch.tensor([[0.36, 0.18, -0.1
 
 
 def _run(solver, sde_name="vp", steps=12, grid=None, seed=0, **kw):
+    """A float64 solve of GAUSS from a seeded prior draw, ending at eps (no final denoising unless asked)."""
     sde = SDES[sde_name]
+    kw.setdefault("denoise", False)
     return scoresde.solve(sde, GAUSS.score_fn(sde), (16, 3), solver=solver, steps=steps, grid=grid, dtype=torch.float64,
                           generator=torch.Generator().manual_seed(seed), **kw)
 
@@ -156,7 +164,7 @@ def test_unip2_is_dpmpp_2m():
 def test_unipc_corrector_costs_no_evaluation():
     for corrector in (True, False):
         res = _run(UniPC(corrector=corrector), steps=9)
-        assert res.nfe == 9 + 1  # one per step and the final denoising step
+        assert res.nfe == 9  # one per step (no final denoising step by default)
     a, b = _run(UniPC(corrector=True), steps=9).samples, _run(UniPC(corrector=False), steps=9).samples
     assert not torch.equal(a, b)
 
@@ -338,3 +346,25 @@ def test_bad_options():
         SOLVERS["dpmpp_2m_sde"](eta=1.5)
     with pytest.raises(TypeError, match="accepts: lower_order_final"):
         scoresde.sample(VPSDE(), GAUSS.score_fn(VPSDE()), (4, 3), solver="dpmpp_2m", eta=0.5)
+
+
+# ----------------------------------------------------------------------------- annealed Langevin defaults
+
+def test_annealed_langevin_defaults_sample_the_data():
+    """With its defaults and the exact score, annealed Langevin on a VE ring of 8 Gaussians draws samples
+    whose mean true log-density matches that of true samples within a few standard errors (the
+    previous defaults were 0.27 nats low, ~16 standard errors; the defaults' bias, measured over 5 seeds,
+    is 0.028 +- 0.003 nats, 1.6 standard errors of one run: 4 standard errors keep false alarms rare)."""
+    K = 8
+    angle = torch.arange(K, dtype=torch.float64) * 2 * math.pi / K
+    ring = GaussianMixture(torch.ones(K), torch.stack([2 * angle.cos(), 2 * angle.sin()], 1), 0.2)
+    sde = VESDE()
+    n = 2000
+    res = scoresde.solve(sde, ring.score_fn(sde), (n, 2), solver="annealed_langevin", dtype=torch.float64,
+                         generator=torch.Generator().manual_seed(1))
+    assert res.nfe < 1200
+    lp = ring.log_prob(res.samples)
+    lp_true = ring.log_prob(ring.sample(100_000, generator=torch.Generator().manual_seed(0)))
+    se = math.sqrt(float(lp.var()) / n + float(lp_true.var()) / lp_true.shape[0])
+    gap = float(lp.mean() - lp_true.mean())
+    assert abs(gap) < 4 * se, f"mean log-density {gap:+.3f} nats from the data's (SE {se:.3f})"

@@ -68,7 +68,7 @@ class IPNDM(StepSolver):
     requires_kernel = True
     default_steps = 20
     default_grid = "karras"
-    denoise_default = True
+    denoise_default = False  # see scoresde.solvers.dpmpp.DENOISE_NOTE
 
     def __init__(self, max_order: int = 4, variable_step: bool = False):
         self.max_order = positive_int(max_order, "max_order")

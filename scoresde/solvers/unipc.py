@@ -83,7 +83,7 @@ class UniPC(StepSolver):
     requires_kernel = True
     default_steps = 20
     default_grid = "log_snr"
-    denoise_default = True
+    denoise_default = False  # see scoresde.solvers.dpmpp.DENOISE_NOTE
 
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True):
         if order not in (1, 2, 3) or isinstance(order, bool):
