@@ -62,6 +62,13 @@ class Profile:
     peer_samples: int
     #: quality configurations left out of this profile (by label), to keep it within its time budget
     skip_solvers: Tuple[str, ...] = ()
+    # fewstep: (problem, sde) pairs, NFE budgets, seeds and samples per run
+    fewstep_problems: Tuple[Tuple[str, str], ...] = ()
+    fewstep_nfe: Tuple[int, ...] = (5, 8, 10, 20)
+    fewstep_seeds: int = 3
+    fewstep_samples: int = 10_000
+    #: peer settings searched per scheduler: "all" (every spacing x lower_order_final x Karras) or "default"
+    fewstep_peer_search: str = "all"
 
 
 PROFILES: Dict[str, Profile] = {
@@ -85,6 +92,11 @@ PROFILES: Dict[str, Profile] = {
         skip_solvers=("torchsde:srk",),
         peer_seeds=1,
         peer_samples=512,
+        fewstep_problems=(("fs2d", "vp"), ("fs2d", "ve")),
+        fewstep_nfe=(5, 10),
+        fewstep_seeds=2,
+        fewstep_samples=512,
+        fewstep_peer_search="default",
     ),
     "quick": Profile(
         name="quick",
@@ -106,6 +118,10 @@ PROFILES: Dict[str, Profile] = {
         skip_solvers=("torchsde:srk",),
         peer_seeds=3,
         peer_samples=5000,
+        fewstep_problems=tuple((p, s) for p in ("fs2d", "fs8d", "fs32d") for s in ("vp", "ve")),
+        fewstep_nfe=(5, 8, 10, 20),
+        fewstep_seeds=3,
+        fewstep_samples=5000,
     ),
     "full": Profile(
         name="full",
@@ -126,6 +142,10 @@ PROFILES: Dict[str, Profile] = {
         peer_nfe=(10, 20, 50, 100, 200),
         peer_seeds=5,
         peer_samples=50_000,
+        fewstep_problems=tuple((p, s) for p in ("fs2d", "fs8d", "fs32d") for s in ("vp", "ve")),
+        fewstep_nfe=(5, 6, 8, 10, 12, 15, 20),
+        fewstep_seeds=5,
+        fewstep_samples=50_000,
     ),
 }
 
@@ -167,7 +187,30 @@ def make_mixture(name: str, dtype: torch.dtype = torch.float32) -> GaussianMixtu
         stds = 0.3 + 0.5 * torch.rand(5, 16, generator=g, dtype=torch.float64)
         weights = torch.tensor([0.35, 0.25, 0.2, 0.12, 0.08], dtype=torch.float64)
         return GaussianMixture(weights.to(dtype), means.to(dtype), stds.to(dtype))
-    raise ValueError(f"unknown problem {name!r}; valid: gmm2d, gmm16d")
+    if name in FEWSTEP_MIXTURES:
+        return _fewstep_mixture(name, dtype)
+    raise ValueError(f"unknown problem {name!r}; valid: gmm2d, gmm16d, {', '.join(FEWSTEP_MIXTURES)}")
+
+
+#: The few-step benchmark's mixtures: narrow, well separated components in 2, 8 and 32 dimensions.
+FEWSTEP_MIXTURES = ("fs2d", "fs8d", "fs32d")
+
+
+def _fewstep_mixture(name: str, dtype: torch.dtype) -> GaussianMixture:
+    """``fs2d``: 8 equal components (std 0.05) on a circle of radius 2; ``fs8d``: 6 components with
+    means ``N(0, 2^2 I)`` and per-dimension stds in ``[0.05, 0.15]``; ``fs32d``: 10 components with
+    means ``N(0, I)`` (about 8 apart) and stds in ``[0.05, 0.2]``. Weights unequal in 8-D and 32-D;
+    fixed seeds."""
+    if name == "fs2d":
+        angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
+        means = 2.0 * torch.stack([angles.cos(), angles.sin()], dim=1)
+        return GaussianMixture(torch.ones(8, dtype=dtype), means.to(dtype), torch.tensor(0.05, dtype=dtype))
+    k, d, spread, lo, hi = (6, 8, 2.0, 0.05, 0.15) if name == "fs8d" else (10, 32, 1.0, 0.05, 0.2)
+    g = torch.Generator().manual_seed(4321 + d)
+    means = spread * torch.randn(k, d, generator=g, dtype=torch.float64)
+    stds = lo + (hi - lo) * torch.rand(k, d, generator=g, dtype=torch.float64)
+    weights = 1.0 + torch.rand(k, generator=g, dtype=torch.float64) * 2.0
+    return GaussianMixture(weights.to(dtype), means.to(dtype), stds.to(dtype))
 
 
 def exact_score(mixture: GaussianMixture, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:

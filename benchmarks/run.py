@@ -32,7 +32,15 @@ import torch
 
 from benchmarks.common import Profile, check_device, environment, error_text, get_profile, rows_to_markdown
 
-SECTIONS = ("solver_overhead", "quality_vs_nfe", "likelihood", "likelihood_vs_scipy_roundtrip", "training", "peers")
+SECTIONS = (
+    "solver_overhead",
+    "quality_vs_nfe",
+    "likelihood",
+    "likelihood_vs_scipy_roundtrip",
+    "training",
+    "peers",
+    "fewstep",
+)
 
 
 # --------------------------------------------------------------------------- running sections
@@ -86,6 +94,9 @@ def section_functions(device: str, profile: Profile) -> Dict[str, Callable[[], A
         ),
         "training": lambda: _training(device, quick),
         "peers": lambda: load_function("peers", "peers")(device=device, profile=profile),
+        "fewstep": lambda: load_function("fewstep_bench", "fewstep")(
+            device=device, profile=profile, log=lambda m: print(m, file=sys.stderr, flush=True)
+        ),
     }
 
 
@@ -338,6 +349,95 @@ def peers_markdown(value: Any) -> str:
     return "\n".join(out)
 
 
+def _pm(row: Dict[str, Any], key: str, spec: str = ".3f") -> str:
+    """``"mean +- se"`` of ``row[key]`` and ``row[key + "_se"]``."""
+    m, se = row.get(key), row.get(f"{key}_se")
+    if m is None:
+        return "n/a"
+    return f"{_fmt(m, spec)} ± {_fmt(se, spec.replace('+', ''))}" if se is not None else _fmt(m, spec)
+
+
+def fewstep_markdown(value: Any) -> str:
+    """Tables of the few-step section: best of each side per (problem, SDE, NFE), and the schedule rows."""
+    if _status(value):
+        return value
+    rows, settings = value.get("rows", []), value.get("settings", {})
+    out = [
+        f"Means ± standard errors over {settings.get('seeds')} seeds of {settings.get('samples')} samples (the same prior "
+        "draws on both sides). Each side's best is the configuration with the lowest SW2 on seed 0 among all it offers "
+        "(ours: solvers x grids; peers: diffusers' multistep schedulers x settings on VP, and the transcriptions of "
+        "DPM-Solver++(2M) and EDM's Heun sampler on Karras and log-SNR levels). NFE counts every score evaluation, "
+        "the final denoising step included. Verdict on the paired per-seed SW2 differences (equal: within two "
+        "standard errors or 2 %).",
+        "",
+    ]
+    if settings.get("missing_solvers"):
+        out += [f"Solvers not in `scoresde.SOLVERS` in this run: {', '.join(settings['missing_solvers'])}.", ""]
+    header = ["problem", "SDE", "NFE", "scoresde best", "SW2", "dlogp", "best peer", "SW2 peer", "dlogp peer", "verdict"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_label', 'n/a')}`",
+                    _pm(r, "ours_sw2"), _pm(r, "ours_dlogp", "+.2f"), f"`{r.get('peer_label', 'n/a')}`",
+                    _pm(r, "peer_sw2"), _pm(r, "peer_dlogp", "+.2f"), str(r.get("verdict", "n/a")),
+                ]
+            )
+            + " |"
+        )
+    out.append("\n".join(lines))
+    floors = {r["problem"]: (r.get("sw2_floor"), r.get("sw2_floor_sd"), r.get("dlogp_stderr")) for r in rows}
+    out.append(
+        "\nExact samples of the same size score SW2 "
+        + "; ".join(f"{p}: {_fmt(f, '.3f')} (sd {_fmt(sd, '.2g')}), dlogp stderr {_fmt(se, '.2g')}"
+                    for p, (f, sd, se) in floors.items())
+        + "."
+    )
+    out += ["", "Our best on the built-in grids only (no fitted GITS grid), and our best deterministic solver:", ""]
+    header = ["problem", "SDE", "NFE", "built-in grids", "SW2", "dlogp", "vs best peer",
+              "deterministic", "SW2 det.", "vs best peer (det.)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for r in rows:
+        lines.append(
+            "| "
+            + " | ".join(
+                [
+                    r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_nogits_label', 'n/a')}`",
+                    _pm(r, "ours_nogits_sw2"), _pm(r, "ours_nogits_dlogp", "+.2f"), str(r.get("ours_nogits_verdict", "n/a")),
+                    f"`{r.get('ours_det_label', 'n/a')}`", _pm(r, "ours_det_sw2"), str(r.get("ours_det_verdict", "n/a")),
+                ]
+            )
+            + " |"
+        )
+    out.append("\n".join(lines))
+    sched = value.get("schedule", [])
+    if sched:
+        out += [
+            "",
+            "The schedule is open to the peers too: the transcriptions of DDIM and DPM-Solver++(2M) on the same "
+            "GITS noise levels (best of the two), against our best on the GITS grid:",
+            "",
+        ]
+        header = ["problem", "SDE", "NFE", "ours @ gits", "SW2", "dlogp", "peer @ gits", "SW2 peer", "dlogp peer", "verdict"]
+        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+        for r in sched:
+            lines.append(
+                "| "
+                + " | ".join(
+                    [
+                        r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_label', 'n/a')}`",
+                        _pm(r, "ours_sw2"), _pm(r, "ours_dlogp", "+.2f"), f"`{r.get('peer_label', 'n/a')}`",
+                        _pm(r, "peer_sw2"), _pm(r, "peer_dlogp", "+.2f"), str(r.get("verdict", "n/a")),
+                    ]
+                )
+                + " |"
+            )
+        out.append("\n".join(lines))
+    return "\n".join(out)
+
+
 def targets(results: Dict[str, Any]) -> List[Dict[str, str]]:
     """Assess the issue's targets from the results: ``[{"target", "measured", "status"}]``."""
     out = []
@@ -438,10 +538,44 @@ def targets(results: Dict[str, Any]) -> List[Dict[str, str]]:
                 "status": status,
             }
         )
+    fs = results.get("fewstep")
+    if isinstance(fs, dict) and fs.get("rows"):
+        out.append(fewstep_target(fs["rows"]))
     return out
 
 
-def to_markdown(results: Dict[str, Any], plot_name: Optional[str] = None) -> str:
+def fewstep_target(rows: List[Dict[str, Any]]) -> Dict[str, str]:
+    """Issue 9's target: our best at least as close to the data as the peers' best at every NFE, closer at 5-10."""
+    rated = [r for r in rows if r.get("verdict") in ("better", "equal within noise", "worse")]
+    short = [
+        r for r in rated if r["verdict"] == "worse" or (r["nfe"] <= 10 and r["verdict"] != "better")
+    ]
+    measured = f"{len(rated)} (problem, SDE, NFE) cells: " + ", ".join(
+        f"{v} {sum(r['verdict'] == v for r in rated)}" for v in ("better", "equal within noise", "worse")
+    )
+    status = (
+        "met"
+        if rated and not short
+        else (
+            "not measured"
+            if not rated
+            else "short in: "
+            + "; ".join(
+                f"{r['problem']}/{r['sde']} NFE {r['nfe']} ({r['verdict']}: SW2 {r['ours_sw2']:.3f} vs {r['peer_sw2']:.3f})"
+                for r in short
+            )
+        )
+    )
+    return {
+        "target": "few-step: our best as close to the data as the best peer at NFE 5-20, closer at 5-10",
+        "measured": measured,
+        "status": status,
+    }
+
+
+def to_markdown(
+    results: Dict[str, Any], plot_name: Optional[str] = None, fewstep_plot_name: Optional[str] = None
+) -> str:
     """The markdown report of a results dictionary."""
     meta = results.get("meta", {})
     out = ["# scoresde benchmark results", ""]
@@ -470,6 +604,11 @@ def to_markdown(results: Dict[str, Any], plot_name: Optional[str] = None) -> str
     out.append(dict_markdown(results.get("training")))
     out += ["", "## Peers", ""]
     out.append(peers_markdown(results.get("peers")))
+    out += ["", "## Few-step quality", ""]
+    fs = results.get("fewstep")
+    if fewstep_plot_name and isinstance(fs, dict):
+        out += [f"![few-step quality]({fewstep_plot_name})", ""]
+    out.append(_status(fs) or fewstep_markdown(fs))
     return "\n".join(out) + "\n"
 
 
@@ -534,6 +673,60 @@ def plot_quality(rows: List[Dict[str, Any]], path: Path) -> bool:
     return True
 
 
+def plot_fewstep(rows: List[Dict[str, Any]], path: Path) -> bool:
+    """SW2 (top) and dlogp (bottom) against NFE of our best and the peers' best, one column per (problem, SDE).
+
+    Error bars are standard errors over seeds; returns False without matplotlib or rows.
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    rows = [r for r in rows if r.get("ours_sw2") is not None]
+    groups = list(dict.fromkeys((r["problem"], r["sde"]) for r in rows))
+    if not groups:
+        return False
+    lines = (
+        ("ours", "scoresde best", "C0", "o", "-"),
+        ("ours_nogits", "scoresde best, built-in grids only", "C2", "s", ":"),
+        ("peer", "best peer (diffusers / paper transcriptions)", "C3", "^", "--"),
+    )
+    fig, axes = plt.subplots(2, len(groups), figsize=(3.6 * len(groups), 6.4), squeeze=False)
+    handles: Dict[str, Any] = {}
+    for j, (problem, sde) in enumerate(groups):
+        grp = sorted((r for r in rows if r["problem"] == problem and r["sde"] == sde), key=lambda r: r["nfe"])
+        ax_w, ax_l = axes[0, j], axes[1, j]
+        for key, label, color, marker, ls in lines:
+            pts = [r for r in grp if r.get(f"{key}_sw2") is not None]
+            if not pts:
+                continue
+            n = [r["nfe"] for r in pts]
+            style = dict(color=color, marker=marker, ms=4, lw=1.2, ls=ls, capsize=2)
+            handles[label] = ax_w.errorbar(
+                n, [r[f"{key}_sw2"] for r in pts], yerr=[r.get(f"{key}_sw2_se") or 0 for r in pts], **style
+            )
+            d = [min(max(r[f"{key}_dlogp"], DLOGP_MIN), DLOGP_MAX) for r in pts]
+            ax_l.errorbar(n, d, yerr=[r.get(f"{key}_dlogp_se") or 0 for r in pts], **style)
+        floor = next((r["sw2_floor"] for r in grp if r.get("sw2_floor")), None)
+        if floor:
+            handles["exact samples (SW2 floor)"] = ax_w.axhline(floor, color="k", ls="--", lw=0.8)
+        ax_l.axhline(0.0, color="k", ls="--", lw=0.8)
+        ax_w.set(yscale="log", title=f"{problem}, {sde.upper()}", xlabel="NFE", ylabel="sliced W2")
+        ax_l.set_yscale("symlog", linthresh=1.0)
+        ax_l.set(xlabel="NFE", ylabel="dlogp")
+        for ax in (ax_w, ax_l):
+            ax.set_xticks(sorted({r["nfe"] for r in grp}))
+            ax.grid(True, which="both", alpha=0.3)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=2, fontsize=9, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
 # --------------------------------------------------------------------------- CLI
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
@@ -572,8 +765,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out.write_text(json.dumps(results, indent=1) + "\n")
     plot_path = out.parent / f"{out.stem}-quality_vs_nfe.png"
     has_plot = isinstance(results.get("quality_vs_nfe"), list) and plot_quality(results["quality_vs_nfe"], plot_path)
-    out.with_suffix(".md").write_text(to_markdown(results, plot_path.name if has_plot else None))
-    print(f"wrote {out}, {out.with_suffix('.md')}" + (f", {plot_path}" if has_plot else ""))
+    fs_path = out.parent / f"{out.stem}-fewstep.png"
+    has_fs = isinstance(results.get("fewstep"), dict) and plot_fewstep(results["fewstep"].get("rows", []), fs_path)
+    out.with_suffix(".md").write_text(
+        to_markdown(results, plot_path.name if has_plot else None, fs_path.name if has_fs else None)
+    )
+    plots = [str(p) for p, ok in ((plot_path, has_plot), (fs_path, has_fs)) if ok]
+    print(f"wrote {out}, {out.with_suffix('.md')}" + "".join(f", {p}" for p in plots))
     return 0
 
 

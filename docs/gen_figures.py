@@ -14,7 +14,10 @@ Targets:
   ``docs/figures/benchmark_quality_vs_nfe.png``, and the "Quality against NFE" and "Solver
   overhead" sections of ``benchmarks/results/cpu-quick.md`` to ``docs/snippets/benchmark_quality.md``
   and ``docs/snippets/benchmark_overhead.md``, which the solver guide includes. Produce those results first with
-  ``python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json``.
+  ``python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json``. Likewise the
+  few-step comparison: ``benchmarks/results/cpu-fewstep-fewstep.png`` to ``docs/figures/benchmark_fewstep.png``
+  and its "Few-step quality" section to ``docs/snippets/benchmark_fewstep.md``, from
+  ``python benchmarks/run.py --quick --sections fewstep --threads 1 --out benchmarks/results/cpu-fewstep.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +39,11 @@ BENCH_MD = RESULTS / "cpu-quick.md"
 BENCH_PNG = RESULTS / "cpu-quick-quality_vs_nfe.png"
 #: section title of the benchmark report -> snippet file the solver guide includes
 SECTIONS = {"Quality against NFE": "benchmark_quality.md", "Solver overhead": "benchmark_overhead.md"}
+#: the few-step comparison has its own results file (run with --sections fewstep)
+FEWSTEP_MD = RESULTS / "cpu-fewstep.md"
+FEWSTEP_PNG = RESULTS / "cpu-fewstep-fewstep.png"
+FEWSTEP_SECTIONS = {"Few-step quality": "benchmark_fewstep.md"}
+FEWSTEP_FIGURE = "benchmark_fewstep.png"
 
 
 def report_section(report: str, title: str) -> str:
@@ -62,6 +70,15 @@ def copy_benchmark() -> List[Path]:
     report = BENCH_MD.read_text(encoding="utf-8")
     written = [png]
     for title, name in SECTIONS.items():
+        (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
+        written.append(SNIPPETS / name)
+    if not (FEWSTEP_MD.is_file() and FEWSTEP_PNG.is_file()):
+        raise SystemExit(f"missing {FEWSTEP_MD} or {FEWSTEP_PNG}: run python benchmarks/run.py --quick "
+                         "--sections fewstep --threads 1 --out benchmarks/results/cpu-fewstep.json")
+    shutil.copyfile(FEWSTEP_PNG, FIGURES / FEWSTEP_FIGURE)
+    written.append(FIGURES / FEWSTEP_FIGURE)
+    report = FEWSTEP_MD.read_text(encoding="utf-8")
+    for title, name in FEWSTEP_SECTIONS.items():
         (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
         written.append(SNIPPETS / name)
     return written

@@ -291,3 +291,85 @@ def test_targets_report_misses_with_their_size():
     assert "short of 10x by 6.0x" in t["likelihood"]["status"]
     assert "+100%" in t["at"]["status"]
     assert run.clean_json({"a": float("nan"), "b": (1, float("inf"))}) == {"a": None, "b": [1, None]}
+
+
+# --------------------------------------------------------------------------- few-step
+def _gaussian_flow(m, s2, sigma_from, sigma_to, x):
+    """Closed-form probability-flow map of N(m, diag(s2)) data in the sigma frame (then Tweedie at sigma_to = 0)."""
+    return m + (x - m) * ((s2 + sigma_to**2) / (s2 + sigma_from**2)).sqrt()
+
+
+def test_paper_transcriptions_against_closed_form_and_ddim():
+    from benchmarks import paper_samplers
+
+    sde = make_sde("ve")
+    m = torch.tensor([0.5, -1.0], dtype=torch.float64)
+    s2 = torch.tensor([0.04, 1.0], dtype=torch.float64)
+    data = scoresde.exact.Gaussian(m, torch.diag(s2))
+    D = peers.denoiser(sde, data.score_fn(sde))
+    x = 50.0 * torch.randn(400, 2, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    exact = _gaussian_flow(m, s2, 50.0, 0.0, x)
+    fine = paper_samplers.karras_sigmas(50.0, 2e-3, 200)
+    # both converge to the exact map; the last step to sigma = 0 is the Tweedie mean at 2e-3, off by O(2e-3^2)
+    for fn in (paper_samplers.dpmpp_2m, paper_samplers.edm_heun):
+        assert (fn(D, x, fine) - exact).abs().max() < 1e-3, fn.__name__
+    # second order: halving the steps of DPM-Solver++(2M) on a coarse grid multiplies its error by about 4
+    errs = [float((paper_samplers.dpmpp_2m(D, x, paper_samplers.log_snr_sigmas(50.0, 1e-3, n)) - exact).abs().max())
+            for n in (16, 32)]
+    assert 2.5 < errs[0] / errs[1] < 6, errs
+    # DDIM in the sigma frame is our ddim on the same levels (a convention check between the two frames)
+    vp = make_sde("vp")
+    score_vp = data.score_fn(vp)
+    times = torch.linspace(1.0, 1e-3, 6, dtype=torch.float64)
+    x_T = vp.prior_sample((50, 2), generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    ours = scoresde.solve(vp, score_vp, None, solver="ddim", grid=times, x_init=x_T, denoise=True)
+    sig = torch.cat([vp.noise_to_signal(times), torch.zeros(1, dtype=torch.float64)])
+    scale_T, _ = vp.marginal_coeffs(times[:1])
+    theirs = paper_samplers.ddim(peers.denoiser(vp, score_vp), x_T / scale_T, sig)
+    assert ours.nfe == len(sig) - 1
+    assert torch.allclose(ours.samples, theirs, atol=1e-8)
+
+
+def test_fewstep_rows_count_every_evaluation(monkeypatch):
+    from benchmarks import fewstep_bench
+
+    # a few candidates per side keep this at seconds; the full lists run in the benchmark itself
+    monkeypatch.setattr(fewstep_bench, "OURS_DETERMINISTIC", fewstep_bench.OURS_DETERMINISTIC[:4])
+    monkeypatch.setattr(fewstep_bench, "OURS_STOCHASTIC", fewstep_bench.OURS_STOCHASTIC[:1])
+    monkeypatch.setattr(fewstep_bench, "OUR_GRIDS", (None, "gits"))
+    monkeypatch.setattr(fewstep_bench, "DIFFUSERS_MULTISTEP", fewstep_bench.DIFFUSERS_MULTISTEP[::3])
+    monkeypatch.setattr(fewstep_bench, "GITS_FINE_STEPS", 16)
+    monkeypatch.setattr(fewstep_bench, "GITS_SAMPLES", 128)
+
+    tiny = get_profile("smoke").__class__(
+        **dict(vars(get_profile("smoke")), fewstep_problems=(("fs2d", "vp"),), fewstep_nfe=(5,), fewstep_samples=256)
+    )
+    out = fewstep_bench.fewstep(profile=tiny)
+    (row,) = out["rows"]
+    assert row["problem"] == "fs2d" and row["nfe"] == 5 and row["seeds"] == tiny.fewstep_seeds
+    for side in ("ours", "peer", "ours_det", "ours_nogits"):
+        assert row[f"{side}_nfe"] <= 5 and len(row[f"{side}_sw2_seeds"]) == tiny.fewstep_seeds
+        assert row[f"{side}_sw2_se"] >= 0
+    assert row["verdict"] in ("better", "equal within noise", "worse")
+    cands = out["candidates"]
+    assert {c["side"] for c in cands} == {"ours", "peer"}
+    assert all("error" not in c for c in cands), [c for c in cands if "error" in c][:2]
+    # the peers spend exactly the budget; ours at most the budget, counted by the driver (denoising included)
+    assert all(c["nfe"] == 5 for c in cands if c["side"] == "peer")
+    assert all(c["nfe"] <= 5 for c in cands if c["side"] == "ours")
+    (sched,) = out["schedule"]
+    assert len(sched["gits_times"]) == 5 and sched["gits_times"][0] == 1.0
+    if importlib.util.find_spec("diffusers") is not None:
+        assert any(c["label"].startswith("diffusers") for c in cands)
+
+
+def test_fewstep_target_and_markdown():
+    def row(nfe, verdict):
+        return dict(problem="fs2d", sde="vp", nfe=nfe, verdict=verdict, ours_sw2=0.1, peer_sw2=0.2, ours_label="a",
+                    peer_label="b", ours_sw2_se=0.01, peer_sw2_se=0.01)
+
+    assert run.fewstep_target([row(5, "better"), row(20, "equal within noise")])["status"] == "met"
+    status = run.fewstep_target([row(5, "equal within noise"), row(20, "worse")])["status"]
+    assert "NFE 5 (equal within noise" in status and "NFE 20 (worse" in status
+    md = run.fewstep_markdown({"rows": [row(5, "better")], "schedule": [], "settings": {"seeds": 3, "samples": 10}})
+    assert "| fs2d | VP | 5 | `a` | 0.100 ± 0.010 |" in md

@@ -249,6 +249,20 @@ def test_benchmark_copies_in_the_docs_match_the_results():
     assert (gen.FIGURES / "benchmark_quality_vs_nfe.png").read_bytes() == gen.BENCH_PNG.read_bytes(), stale
 
 
+def test_fewstep_benchmark_copies_in_the_docs_match_the_results():
+    gen = _gen_figures()
+    if not (gen.FEWSTEP_MD.is_file() and gen.FEWSTEP_PNG.is_file()):
+        pytest.skip("no few-step benchmark results in benchmarks/results")
+    report = gen.FEWSTEP_MD.read_text(encoding="utf-8")
+    stale = "stale copy of the few-step benchmark results: run python docs/gen_figures.py benchmark"
+    for title, name in gen.FEWSTEP_SECTIONS.items():
+        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
+    assert (gen.FIGURES / gen.FEWSTEP_FIGURE).read_bytes() == gen.FEWSTEP_PNG.read_bytes(), stale
+    guide = (DOCS / "choosing-a-solver.md").read_text(encoding="utf-8")
+    assert f"docs/snippets/{gen.FEWSTEP_SECTIONS['Few-step quality']}" in guide
+    assert f"figures/{gen.FEWSTEP_FIGURE}" in guide
+
+
 def test_report_section_extracts_one_section():
     report = "# r\n\n## A\n\n![plot](a.png)\n\n| x |\n|---|\n\n## B\n\nb\n"
     assert _gen_figures().report_section(report, "A") == "| x |\n|---|\n"
