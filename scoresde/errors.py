@@ -45,3 +45,11 @@ class DataError(ScoreSDEError, ValueError):
 
 class CheckpointError(ScoreSDEError, ValueError):
     """Missing, corrupt or incompatible checkpoint."""
+
+
+class LabelError(ScoreSDEError, ValueError):
+    """A class label outside ``[0, K)``, a label for a model without classes, or labels of the wrong shape."""
+
+
+class MaskError(ScoreSDEError, ValueError):
+    """An inpainting mask of the wrong shape or with values other than 0 and 1."""

@@ -15,7 +15,7 @@ from typing import Any, Dict, Sequence, Type
 from torch import nn
 
 from ..errors import ShapeError
-from .embedding import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
+from .embedding import EMBEDDINGS, GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
 
@@ -73,5 +73,5 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
 
 __all__ = [
     "NETWORKS", "build_network", "MLP", "UNet",
-    "GaussianFourierEmbedding", "SinusoidalEmbedding", "EMBEDDINGS",
+    "GaussianFourierEmbedding", "SinusoidalEmbedding", "EMBEDDINGS", "LabelEmbedding",
 ]
