@@ -4,21 +4,25 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 ``[B]``; a score function is any callable ``score_fn(x, t)`` returning a tensor shaped like ``x``.
 """
 
-from . import errors
+from . import errors, guidance
 from ._utils import append_dims
 from .errors import (
     DataError,
     IncompatibleSDEError,
     IntegrationError,
+    LabelError,
+    MaskError,
     NonFiniteError,
     ScoreSDEError,
     ShapeError,
     TimeRangeError,
     UnknownSolverError,
 )
+from .inpaint import inpaint
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
+from .smc import SMCResult, smc_inpaint
 from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
 
 __version__ = "0.1.0"
@@ -31,4 +35,5 @@ __all__ = [
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
+    "guidance", "inpaint", "smc_inpaint", "SMCResult", "LabelError", "MaskError",
 ]
