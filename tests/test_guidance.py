@@ -211,3 +211,49 @@ def test_dsm_loss_label_dropout():
         dsm_loss(SDE, Spy(), x0, y=y + 1)
     with pytest.raises(ValueError, match="p_uncond"):
         dsm_loss(SDE, Spy(), x0, p_uncond=0.1)
+
+
+# --------------------------------------------------------------------------- the noise-conditional classifier
+def test_trained_classifier_approaches_the_exact_noisy_posterior():
+    """A short training run brings the cross-entropy on x_t to within 0.03 nats of the Bayes-optimal one
+    (the exact p(y | x_t)); measured: 0.903 vs 0.900 after 600 steps, about 0.91 after 300."""
+    from scoresde.classifier import NoiseConditionalClassifier, classifier_loss, train_classifier
+
+    mix = GaussianMixture(MIX.weights.float(), MIX.means.float(), MIX.stds.float())
+    x, y = mix.sample(20000, generator=torch.Generator().manual_seed(0), return_labels=True)
+    torch.manual_seed(0)
+    clf = NoiseConditionalClassifier((2,), 3, hidden=64, depth=2)
+    train_classifier(clf, SDE, x, y, steps=300, batch_size=256, generator=torch.Generator().manual_seed(1))
+    xt, yt = mix.sample(20000, generator=torch.Generator().manual_seed(5), return_labels=True)
+    g = torch.Generator().manual_seed(2)
+    t = 1e-5 + (1 - 1e-5) * torch.rand(20000, generator=g)
+    noise = torch.randn(20000, 2, generator=g)
+    with torch.no_grad():
+        ce = torch.nn.functional.cross_entropy(clf(*_noisy(xt, t, noise)), yt, reduction="none")
+        ce_bayes = torch.nn.functional.cross_entropy(mix.classifier(SDE)(*_noisy(xt, t, noise)), yt, reduction="none")
+        assert torch.allclose(classifier_loss(SDE, clf, xt, yt, t=t, noise=noise), ce.mean())
+    d = ce - ce_bayes
+    se = float(d.std()) / math.sqrt(d.numel())
+    assert -Z * se < float(d.mean()) < 0.03, (float(ce.mean()), float(ce_bayes.mean()))
+
+
+def _noisy(x0, t, noise):
+    scale, std = SDE.marginal_coeffs(t)
+    return scale[:, None] * x0 + std[:, None] * noise, t
+
+
+def test_classifier_file_round_trip(tmp_path):
+    from scoresde.classifier import NoiseConditionalClassifier, load_classifier, save_classifier
+    from scoresde.errors import CheckpointError
+
+    torch.manual_seed(0)
+    clf = NoiseConditionalClassifier((1, 8, 8), 4, channels=8, channel_mults=(1, 2)).eval()
+    x, t = torch.randn(3, 1, 8, 8), torch.rand(3)
+    save_classifier(tmp_path / "c.pt", clf, "vp", {"beta_max": 20.0})
+    back, sde_info = load_classifier(tmp_path / "c.pt")
+    assert sde_info == {"name": "vp", "kwargs": {"beta_max": 20.0}}
+    torch.testing.assert_close(back(x, t), clf(x, t))
+    assert back(x, t).shape == (3, 4)
+    (tmp_path / "bad.pt").write_bytes(b"nonsense")
+    with pytest.raises(CheckpointError):
+        load_classifier(tmp_path / "bad.pt")
