@@ -6,7 +6,6 @@ import torch
 
 import scoresde
 from scoresde import guidance as G
-from scoresde.cli import main
 from scoresde.data import get_dataset, toy_gmm
 from scoresde.errors import DataError
 from scoresde.training import TrainConfig, Trainer, load_model
