@@ -357,39 +357,30 @@ def _ours(
     return res.samples, res.nfe, secs
 
 
-def on_grid(label: str, sde: SDE, sigmas: Sequence[float]) -> scoresde.Solver:
-    """Our solver ``label`` on a given noise-level grid instead of its uniform time grid.
+def peer_times(sde: SDE, sigmas: Sequence[float]) -> Tensor:
+    """The decreasing times of a peer's noise levels (duplicates, e.g. Heun's shared stage, dropped).
 
-    ``sigmas`` are the noise-to-signal ratios at which a peer evaluated the model (duplicates,
-    e.g. Heun's shared stage, are dropped); the solver runs from ``t(sigmas[0])`` to
-    ``t(sigmas[-1])`` through every level and then takes its final denoising step, which is what
-    the peers' last step to ``sigma = 0`` does. Made by overriding :meth:`scoresde.Solver.time_grid`
-    in a subclass, the extension point the solvers offer.
+    ``sigmas`` are the noise-to-signal ratios at which a peer evaluated the model; our solver runs
+    from ``t(sigmas[0])`` to ``t(sigmas[-1])`` through every level (passed as ``grid=``) and then
+    takes its final denoising step, which is what the peers' last step to ``sigma = 0`` does.
     """
     levels = torch.tensor(list(dict.fromkeys(round(s, 12) for s in sigmas)), dtype=torch.float64)
-    times = time_at_sigma(sde, levels)
-    cfg = _CONFIGS[label]
-    base = scoresde.SOLVERS[cfg.solver]
-
-    def time_grid(self, sde_: SDE, steps: int, eps: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-        return times.to(device=device, dtype=dtype)
-
-    cls = type(f"{base.__name__}OnGrid", (base,), {"time_grid": time_grid})
-    return cls(**cfg.options)
+    return time_at_sigma(sde, levels)
 
 
 def _ours_on_grid(
     label: str, sde: SDE, score: Callable, shape: Sequence[int], sigmas: Sequence[float], seed: int
 ) -> Tuple[Tensor, int, float]:
     """Our solver on the peer's noise levels; ``(samples, nfe, seconds)``."""
-    solver = on_grid(label, sde, sigmas)
-    n_levels = len(dict.fromkeys(round(s, 12) for s in sigmas))
-    eps = float(time_at_sigma(sde, torch.tensor([min(sigmas)], dtype=torch.float64)))
-    secs, res = timed(
-        lambda: scoresde.solve(
-            sde, score, shape, solver=solver, steps=n_levels - 1, eps=eps, generator=torch.Generator().manual_seed(seed)
-        )
-    )
+    cfg = _CONFIGS[label]
+    times = peer_times(sde, sigmas)
+
+    def run():
+        g = torch.Generator().manual_seed(seed)
+        x_T = sde.prior_sample(tuple(shape), generator=g)  # the prior draw, started at the peer's first level
+        return scoresde.solve(sde, score, None, solver=cfg.solver, grid=times, generator=g, x_init=x_T, **cfg.options)
+
+    secs, res = timed(run)
     return res.samples, res.nfe, secs
 
 

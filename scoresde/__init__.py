@@ -23,7 +23,7 @@ from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_li
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
 from .smc import SMCResult, smc_inpaint
-from .solvers import SOLVERS, CountedScore, SampleResult, Solver, sample, solve
+from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
 
 __version__ = "0.1.0"
 
@@ -31,7 +31,7 @@ __all__ = [
     "append_dims",
     "SDE", "ReverseSDE", "VPSDE", "SubVPSDE", "VESDE",
     "NetworkScore", "as_score_fn", "tweedie_denoise",
-    "SOLVERS", "Solver", "SampleResult", "CountedScore", "sample", "solve",
+    "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",

@@ -349,8 +349,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .solvers import SOLVERS, solve
-    from .solvers.base import make_solver
+    from .solvers import make_solver, solve
     from .training import load_model
 
     out = Path(args.out)
@@ -364,7 +363,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     n = args.num or (64 if len(event) == 3 else 1000)
     batch = args.batch_size or n
     try:
-        solver = make_solver(args.solver, SOLVERS, **opts)
+        solver = make_solver(args.solver, **opts)
     except (TypeError, ValueError) as e:
         raise UserError(f"solver {args.solver!r}: {e}") from None
     gen = torch.Generator(device=device).manual_seed(args.seed)

@@ -29,13 +29,12 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
 from ._utils import batch_sum, check_batch, event_numel, randn
 from .errors import DataError, NonFiniteError, ShapeError, TimeRangeError
-from .sde.base import SDE, ScoreFn
+from .sde.base import SDE, ScoreFn, reverse_drift
 from .solvers.base import CountedScore
-from .solvers.ode import _TORCHDIFFEQ_NAME, ADAPTIVE_METHODS, FIXED_METHODS, ode_failure
+from .solvers.odeint import DEFAULT_MAX_STEPS, check_method, odeint_checked
 
 __all__ = ["PROBES", "TRACES", "BitsPerDimResult", "LikelihoodResult", "bits_per_dim", "log_likelihood"]
 
@@ -235,7 +234,7 @@ def log_likelihood(
     generator: Optional[torch.Generator] = None,
     chunk_size: Optional[int] = None,
     score_dtype: Optional[torch.dtype] = None,
-    max_steps: Optional[int] = 10_000,
+    max_steps: Optional[int] = DEFAULT_MAX_STEPS,
     steps: Optional[int] = None,
 ) -> LikelihoodResult:
     """Log-likelihood of data under a score model through the probability-flow ODE.
@@ -322,12 +321,7 @@ def log_likelihood(
     eps = float(eps)
     if not (0.0 < eps < T):
         raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
-    if method not in ADAPTIVE_METHODS and method not in FIXED_METHODS:
-        valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
-        raise ValueError(f"unknown ODE method {method!r}; valid methods: {valid}")
-    adaptive = method in ADAPTIVE_METHODS
-    if not (rtol > 0 and atol > 0):
-        raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+    adaptive = check_method(method, rtol, atol)
     if trace not in TRACES:
         raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
@@ -345,7 +339,7 @@ def log_likelihood(
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)
-    pf = sde.probability_flow(_cast_score(score, score_dtype))
+    score_in_dtype = _cast_score(score, score_dtype)
 
     # ---------------------------------------------------------------- divergence
     if trace == "hutchinson":
@@ -366,7 +360,7 @@ def log_likelihood(
         tb = t.clamp(eps, T).expand(B)  # the solver may probe just outside [eps, T]; the SDE never sees it
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
-            v = pf.drift(x_t, tb)  # v = f(x, t) - 1/2 g(t)^2 s(x, t): the one forward pass
+            v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)  # v = f - 1/2 g^2 s: the one forward pass
             d = div(v, x_t)  # div_x v, [n, B]: the one (batched) VJP
         monitor.update(t, v, d)
         return v.detach(), d.detach()
@@ -374,23 +368,10 @@ def log_likelihood(
     # ---------------------------------------------------------------- integration
     t_span = torch.tensor([eps, T], device=device, dtype=dtype)
     delta0 = torch.zeros(n_probes, B, device=device, dtype=dtype)
-    options: dict = {}
-    kwargs: dict = {}
-    if adaptive:
-        options["step_t"] = t_span[1:]  # clip the last step to end exactly at T (no step past T)
-        if max_steps is not None:
-            options["max_num_steps"] = max_steps
-        kwargs = dict(rtol=float(rtol), atol=float(atol))
-    else:
-        grid = torch.linspace(eps, T, (steps or 100) + 1, device=device, dtype=dtype)
-        options["grid_constructor"] = lambda func, y0, t: grid
+    grid = None if adaptive else torch.linspace(eps, T, (steps or 100) + 1, device=device, dtype=dtype)
     with torch.no_grad():
-        try:
-            name = _TORCHDIFFEQ_NAME.get(method, method)
-            xs, deltas = odeint(rhs, (x.detach(), delta0), t_span, method=name, options=options, **kwargs)
-        except AssertionError as e:  # torchdiffeq reports failures with asserts
-            monitor.raise_if_bad(method)
-            raise ode_failure(e, method, max_steps) from None
+        xs, deltas = odeint_checked(rhs, (x.detach(), delta0), t_span, method, rtol=rtol, atol=atol, max_steps=max_steps,
+                                    grid=grid, on_failure=lambda: monitor.raise_if_bad(method))
 
     # ---------------------------------------------------------------- change of variables
     z = xs[-1]

@@ -94,20 +94,20 @@ class NetworkScore(nn.Module):
     def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Score ``grad_x log p_t(x [| y])``: ``x`` ``[B, *event]``, ``t`` ``[B]``, ``y`` ``[B]`` or ``None`` -> like ``x``."""
         out = self._call(x, t, y)
-        scale, std = self.sde.marginal_coeffs(t.to(x.dtype))
-        std = append_dims(std, x.ndim).to(out.dtype)
+        t = t.to(x.dtype)
         if self.parameterization == "eps":
-            return -out / std
+            return eps_to_score(self.sde, out, t)
         if self.parameterization == "x0":
-            return (append_dims(scale, x.ndim).to(out.dtype) * out - x) / (std * std)
-        return out / std if self.scale_by_std else out
+            return x0_to_score(self.sde, x, out, t)
+        if self.scale_by_std:
+            return out / append_dims(self.sde.marginal_coeffs(t)[1], x.ndim).to(out.dtype)
+        return out
 
     def eps(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Noise prediction ``eps = -std(t) score``, shaped like ``x``."""
         if self.parameterization == "eps":
             return self._call(x, t, y)
-        _, std = self.sde.marginal_coeffs(t.to(x.dtype))
-        return -append_dims(std, x.ndim) * self.forward(x, t, y)
+        return score_to_eps(self.sde, self.forward(x, t, y), t.to(x.dtype))
 
 
 def as_score_fn(
@@ -115,6 +115,35 @@ def as_score_fn(
 ) -> NetworkScore:
     """Shorthand for :class:`NetworkScore` (``net`` predicts noise, score or ``x0``)."""
     return NetworkScore(net, sde, parameterization, scale_by_std)
+
+
+# ---------------------------------------------------------------------------- conversions
+# With the kernel x_t = scale(t) x_0 + std(t) eps, the score, the noise prediction, the data
+# prediction x_0 (Tweedie's posterior mean, EDM's denoiser D(x / scale; std / scale)) are one
+# quantity written four ways. These are the only places the conversions are written.
+# Shapes: x, score, eps, x0 are [B, *event]; t is [B].
+
+
+def score_to_eps(sde: SDE, score: Tensor, t: Tensor) -> Tensor:
+    """Noise prediction ``eps = -std(t) score``."""
+    return -append_dims(sde.marginal_coeffs(t)[1], score.ndim).to(score.dtype) * score
+
+
+def eps_to_score(sde: SDE, eps: Tensor, t: Tensor) -> Tensor:
+    """Score ``-eps / std(t)`` from a noise prediction."""
+    return -eps / append_dims(sde.marginal_coeffs(t)[1], eps.ndim).to(eps.dtype)
+
+
+def score_to_x0(sde: SDE, x: Tensor, score: Tensor, t: Tensor) -> Tensor:
+    """Data prediction (Tweedie) ``x0 = (x + std(t)^2 score) / scale(t)``."""
+    scale, std = sde.marginal_coeffs(t)
+    return (x + append_dims(std * std, x.ndim) * score) / append_dims(scale, x.ndim)
+
+
+def x0_to_score(sde: SDE, x: Tensor, x0: Tensor, t: Tensor) -> Tensor:
+    """Score ``(scale(t) x0 - x) / std(t)^2`` from a data prediction."""
+    scale, std = sde.marginal_coeffs(t)
+    return (append_dims(scale, x.ndim).to(x0.dtype) * x0 - x) / append_dims(std * std, x.ndim).to(x0.dtype)
 
 
 def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor:
@@ -126,8 +155,4 @@ def tweedie_denoise(sde: SDE, score_fn: ScoreFn, x: Tensor, t: Tensor) -> Tensor
     Returns:
         The denoised estimate, shaped like ``x``.
     """
-    scale, std = sde.marginal_coeffs(t)
-    s = score_fn(x, t)
-    return (x + append_dims(std * std, x.ndim) * s) / append_dims(scale, x.ndim)
-
-
+    return score_to_x0(sde, x, score_fn(x, t), t)

@@ -19,7 +19,9 @@ import scoresde
 from scoresde import VPSDE
 from scoresde.errors import IncompatibleSDEError, MaskError, ShapeError
 from scoresde.exact import Gaussian, GaussianMixture
+from scoresde.inpaint import Inpaint
 from scoresde.nets import MLP
+from scoresde.solvers import StepSolver
 
 Z = 5.0
 SDE = VPSDE()
@@ -49,19 +51,29 @@ def z_scores(u: torch.Tensor, mean: torch.Tensor, cov: torch.Tensor):
     return z_mean, z_cov
 
 
-STEP_SOLVERS = {
-    "ancestral": {}, "euler_maruyama": {}, "reverse_diffusion": {}, "ddim": {}, "ddim_eta": {"eta": 1.0},
-    "pc": {}, "langevin": {},
-}
+#: Every step solver of the registry (the wrapper serves them all), and a few options.
+STEP_SOLVERS = {name: {} for name, cls in scoresde.SOLVERS.items() if issubclass(cls, StepSolver)}
+STEP_SOLVERS.update({"ddim_eta": {"eta": 1.0}, "pc_ancestral": {"predictor": "ancestral"},
+                     "ancestral_log_snr": {"grid": "log_snr"}})
 
 
 @pytest.mark.parametrize("name", list(STEP_SOLVERS))
 def test_every_step_solver_keeps_the_known_entries_exactly(name):
-    solver = "ddim" if name == "ddim_eta" else name
-    x = scoresde.inpaint(SDE, GAUSS.score_fn(SDE), known_batch(64), MASK, solver=solver, steps=20,
+    solver = name.split("_eta")[0].split("_ancestral")[0].split("_log_snr")[0]
+    x = scoresde.inpaint(SDE, GAUSS.score_fn(SDE), known_batch(64), MASK, solver=solver, steps=20, resample=2,
                          generator=torch.Generator().manual_seed(0), **STEP_SOLVERS[name])
     assert x.shape == (64, 3) and bool(torch.isfinite(x).all())
     assert bool((x[:, 0] == Y0).all())
+
+
+def test_the_wrapper_runs_in_the_driver_and_reuses():
+    """Inpaint is an ordinary step solver: solve() runs it, and one object serves two solves alike."""
+    wrapper = Inpaint("ancestral", known_batch(16), MASK, resample=2)
+    assert wrapper.order == wrapper.inner.order and wrapper.requires_kernel and wrapper.default_steps == 1000
+    runs = [scoresde.solve(SDE, GAUSS.score_fn(SDE), (16, 3), solver=wrapper, steps=10, generator=torch.Generator().manual_seed(3),
+                           dtype=torch.float64) for _ in range(2)]
+    assert torch.equal(runs[0].samples, runs[1].samples)
+    assert runs[0].nfe == 2 * 10 + 1  # two passes per step, and the final denoising step
 
 
 def test_images_with_a_mask_shared_by_the_batch():

@@ -114,7 +114,7 @@ def test_non_finite_values_in_the_ode():
     # rk4 (the 3/8 rule) has a stage at 0.5005 - 0.0999/3 = 0.4672; dopri5's first stage below 0.5 depends on its step control
     for method, pattern in [("rk4", r"t = 0\.4672"), ("dopri5", r"t = 0\.[0-4]")]:
         with pytest.raises(NonFiniteError, match=r"non-finite velocity at " + pattern):
-            scoresde.sample(VPSDE(), score, (4, 2), solver="ode", method=method, steps=10)
+            scoresde.sample(VPSDE(), score, (4, 2), solver="ode", method=method, steps=10 if method == "rk4" else None)
 
 
 def test_ode_max_steps_exhaustion():
@@ -150,10 +150,10 @@ def test_steps_must_be_a_positive_integer(steps):
 
 
 def test_annealed_langevin_grid_starts_at_T_even_with_one_level():
-    from scoresde.solvers.langevin import AnnealedLangevin
-
     for levels in [1, 2, 5]:
-        grid = AnnealedLangevin().time_grid(VESDE(), levels, 1e-3, torch.device("cpu"), torch.float64)
+        res = scoresde.solve(VESDE(), good_score, (2, 2), solver="annealed_langevin", steps=levels, steps_per_level=1,
+                             dtype=torch.float64)
+        grid = res.times
         assert grid.shape == (levels + 1,)
         assert float(grid[0]) == 1.0 and abs(float(grid[-1]) - 1e-3) < 1e-15
-        assert torch.all(grid[1:-1] <= 1.0) and torch.all(grid[:-1] >= grid[1:])
+        assert torch.all(grid[:-1] > grid[1:])

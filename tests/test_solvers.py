@@ -99,14 +99,14 @@ def test_langevin_corrector_targets_marginal(sde_name, t):
     At these times the noise dominates the data (a well-conditioned target), so 1000 steps mix;
     at snr = 0.1 the step is ~0.02 of the target's variance and the Langevin bias ~0.5%.
     """
-    from scoresde.solvers.base import CountedScore, SolveContext
+    from scoresde.solvers.base import CountedScore, GeneratorNoise, SolveContext
     from scoresde.solvers.langevin import langevin_correct
 
     sde = SDES[sde_name]
     n = 2000
     tt = torch.full((n,), t)
     g = torch.Generator().manual_seed(3)
-    ctx = SolveContext(sde, CountedScore(GAUSS.score_fn(sde)), g)
+    ctx = SolveContext(sde, CountedScore(GAUSS.score_fn(sde)), GeneratorNoise(g))
     x = torch.randn(n, 3, generator=g) * sde.marginal_coeffs(tt[:1])[1] + 1.0
     x = langevin_correct(ctx, x, tt, torch.ones(n), snr=0.1, n_steps=1000)
     assert ctx.score.nfe == 1000
@@ -267,7 +267,7 @@ def test_ancestral_and_reverse_diffusion_agree_at_small_steps():
 def test_same_seed_same_samples(name):
     sde = VPSDE()
     score = GAUSS.score_fn(sde)
-    opts = dict(steps=5)
+    opts = dict(steps=5) if not scoresde.solvers.make_solver(name).adaptive else {}
     a = scoresde.sample(sde, score, (16, 3), solver=name, generator=torch.Generator().manual_seed(10), **opts)
     b = scoresde.sample(sde, score, (16, 3), solver=name, generator=torch.Generator().manual_seed(10), **opts)
     c = scoresde.sample(sde, score, (16, 3), solver=name, generator=torch.Generator().manual_seed(11), **opts)
@@ -283,7 +283,7 @@ def test_dtypes_and_image_shapes(name, dtype):
     m, s = 0.3, 0.5
     score = _gauss1d_score_img(sde, m, s)
     n = 400
-    steps = {"annealed_langevin": 10, "ode": 50, "ddim": 100}.get(name, 200)
+    steps = {"annealed_langevin": 10, "ode": None, "ddim": 100}.get(name, 200)  # the adaptive ODE picks its own
     opts = {"annealed_langevin": dict(steps_per_level=30), "langevin": dict(corrector_steps=3)}.get(name, {})
     x = scoresde.sample(sde, score, (n, 1, 4, 4), solver=name, steps=steps, dtype=dtype,
                         generator=torch.Generator().manual_seed(12), **opts)
@@ -323,7 +323,7 @@ def test_nfe_counts(name, expected):
 
     solver = SOLVERS[name]()
     res = scoresde.solve(VPSDE(), score, (4, 2), solver=solver, steps=10)
-    assert res.nfe == len(calls) == solver.nfe == expected(10)
+    assert res.nfe == len(calls) == expected(10)
 
 
 def test_nfe_counts_ode_and_annealed():
@@ -427,19 +427,19 @@ def test_sde_without_kernel_serves_kernel_free_solvers_and_refuses_others():
 
 
 def test_custom_solver_class_plugs_in():
-    class Heun(scoresde.Solver):
+    class Heun(scoresde.StepSolver):
         """Heun's method on the probability-flow ODE, written as a user would."""
 
         name = "my_heun"
         stochastic = False
         order = 2.0
 
-        def step(self, ctx, x, t, t_next):
+        def step(self, ctx, x, t, t_next, state):
             flow = ctx.sde.probability_flow(ctx.score)
             dt = (t_next - t)[:, None]
             d1 = flow.drift(x, t)
             d2 = flow.drift(x + dt * d1, t_next)
-            return x + 0.5 * dt * (d1 + d2)
+            return x + 0.5 * dt * (d1 + d2), state
 
     sde = VPSDE()
     a = scoresde.sample(sde, GAUSS.score_fn(sde), (8, 3), solver=Heun(), steps=20, x_init=torch.ones(8, 3))

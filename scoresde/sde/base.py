@@ -112,15 +112,30 @@ class SDE(ABC):
         return a, v
 
     def noise_to_signal(self, t: Tensor) -> Tensor:
-        """``std(t) / scale(t)``, shape ``[B]``: the noise level of ``x_t / scale(t)``, increasing in ``t``."""
+        """``std(t) / scale(t)``, shape ``[B]``: the noise level of ``x_t / scale(t)``, increasing in ``t``.
+
+        This is the ``sigma`` of the EDM / VE frame (Karras et al. 2022): ``x_t / scale(t) = x_0 + sigma(t) eps``.
+        """
         scale, std = self.marginal_coeffs(t)
         return std / scale
 
-    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
-        """Invert :meth:`noise_to_signal` by bisection: the times ``t`` with ``std/scale = ratio``.
+    def log_snr(self, t: Tensor) -> Tensor:
+        """Half log signal-to-noise ratio ``lambda(t) = log(scale(t) / std(t))``, shape ``[B]``, decreasing in ``t``.
 
-        ``ratio`` has any shape; returns times of the same shape in ``[0, T]``. Used to place
-        geometric noise ladders (annealed Langevin) on any SDE with a kernel.
+        The variable of the exponential-integrator solvers (DPM-Solver++, UniPC): ``-log noise_to_signal(t)``.
+        """
+        return -torch.log(self.noise_to_signal(t))
+
+    def time_at_log_snr(self, lam: Tensor) -> Tensor:
+        """Invert :meth:`log_snr`: the times ``t`` with ``log(scale/std) = lam`` (any shape, same shape out)."""
+        return self.time_at_noise_to_signal(torch.exp(-lam))
+
+    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
+        """Invert :meth:`noise_to_signal`: the times ``t`` with ``std/scale = ratio``.
+
+        ``ratio`` has any shape; returns times of the same shape in ``[0, T]``. VP, sub-VP and VE
+        override this with a closed form; the default is bisection on ``[0, T]``, which serves any
+        SDE with a kernel (used by the log-SNR and Karras grids and annealed Langevin's ladder).
         """
         flat = ratio.reshape(-1)
         lo = torch.zeros_like(flat)
@@ -178,6 +193,17 @@ class SDE(ABC):
         return f"{type(self).__name__}({fields})"
 
 
+def reverse_drift(sde: SDE, x: Tensor, t: Tensor, score: Tensor, c: float = 1.0) -> Tensor:
+    """The drift of the reverse-time process, ``f(x, t) - c g(t)^2 score``, shaped like ``x``.
+
+    ``c = 1`` gives the reverse SDE, ``c = 1/2`` the probability-flow ODE. ``x`` is ``[B, *event]``,
+    ``t`` is ``[B]`` and ``score`` is the score at ``(x, t)``, shaped like ``x``. The one place the
+    reverse drift is written: every sampler and the likelihood call it.
+    """
+    g = append_dims(sde.diffusion(t), x.ndim)
+    return sde.drift(x, t) - c * g * g * score
+
+
 class ReverseSDE:
     """Reverse-time SDE or probability-flow ODE of a forward :class:`SDE` for a score function.
 
@@ -194,9 +220,7 @@ class ReverseSDE:
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:
         """Reverse drift ``f(x, t) - c g(t)^2 score(x, t)``, shaped like ``x``."""
-        c = 0.5 if self.probability_flow else 1.0
-        g = append_dims(self.sde.diffusion(t), x.ndim)
-        return self.sde.drift(x, t) - c * g * g * self.score_fn(x, t)
+        return reverse_drift(self.sde, x, t, self.score_fn(x, t), 0.5 if self.probability_flow else 1.0)
 
     def diffusion(self, t: Tensor) -> Tensor:
         """``g(t)`` for the reverse SDE, zeros for the probability-flow ODE; shape ``[B]``."""

@@ -51,6 +51,10 @@ class VESDE(SDE):
         v = self.sigma(s) * torch.sqrt(torch.expm1(2 * self._log_ratio * (t - s)).clamp_min(0))
         return torch.ones_like(t), v
 
+    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
+        """Closed form: ``ratio^2 = sigma_min^2 expm1(2 t log(sigma_max/sigma_min))``."""
+        return (torch.log1p((ratio / self.sigma_min) ** 2) / (2 * self._log_ratio)).clamp(0, self.T)
+
     @property
     def prior_std(self) -> float:
         return self.sigma_max

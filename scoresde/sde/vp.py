@@ -37,6 +37,11 @@ class _LinearBetaSDE(SDE):
     def prior_std(self) -> float:
         return 1.0
 
+    def _time_at_integrated_beta(self, B: Tensor) -> Tensor:
+        """Invert ``B(t) = beta_min t + (beta_max - beta_min) t^2 / 2`` (the stable root of the quadratic)."""
+        d = self.beta_max - self.beta_min
+        return (2 * B / (self.beta_min + torch.sqrt(self.beta_min**2 + 2 * d * B))).clamp(0, self.T)
+
 
 class VPSDE(_LinearBetaSDE):
     """Variance-preserving SDE, the continuous limit of DDPM.
@@ -52,6 +57,10 @@ class VPSDE(_LinearBetaSDE):
     def marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         B = self.integrated_beta(t)
         return torch.exp(-0.5 * B), torch.sqrt(-torch.expm1(-B))
+
+    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
+        """Closed form: ``ratio^2 = exp(B(t)) - 1``, so ``B = log1p(ratio^2)``."""
+        return self._time_at_integrated_beta(torch.log1p(ratio * ratio))
 
     def transition_coeffs(self, s: Tensor, t: Tensor) -> Tuple[Tensor, Tensor]:
         """``a = exp(-(B(t)-B(s))/2)``, ``v^2 = 1 - exp(-(B(t)-B(s)))``: no cancellation."""
@@ -73,3 +82,7 @@ class SubVPSDE(_LinearBetaSDE):
     def marginal_coeffs(self, t: Tensor) -> Tuple[Tensor, Tensor]:
         B = self.integrated_beta(t)
         return torch.exp(-0.5 * B), -torch.expm1(-B)
+
+    def time_at_noise_to_signal(self, ratio: Tensor, iters: int = 64) -> Tensor:
+        """Closed form: ``ratio = (1 - e^{-B}) e^{B/2} = 2 sinh(B/2)``, so ``B = 2 asinh(ratio / 2)``."""
+        return self._time_at_integrated_beta(2 * torch.asinh(ratio / 2))

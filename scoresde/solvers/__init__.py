@@ -1,29 +1,18 @@
-"""Samplers. :data:`SOLVERS` maps each public name to its solver class."""
+"""Samplers. :data:`SOLVERS` maps each public name to its solver class, :data:`GRIDS` each grid name to its class."""
 
-from typing import Dict, Type
-
-from .base import CountedScore, SampleResult, SolveContext, Solver, sample, solve
+from .registry import SOLVERS  # noqa: I001  (first: the solver modules look the registry up lazily)
+from .base import CountedScore, SampleResult, SolveContext, Solver, StepSolver, WrapperSolver
+from .driver import make_grid, make_solver, sample, solve
+from .grids import GRIDS, Karras, LogSNR, Quadratic, TimeGrid, Uniform
 from .langevin import AnnealedLangevin, Langevin, PredictorCorrector, langevin_correct
 from .ode import DDIM, ProbabilityFlowODE
 from .predictors import Ancestral, EulerMaruyama, ReverseDiffusion
 from .torchsde_solver import TorchSDE
 
-#: Public name -> solver class. Pass a name (with options as keyword arguments) or an instance
-#: of any :class:`Solver` subclass, your own included, to :func:`scoresde.sample`.
-SOLVERS: Dict[str, Type[Solver]] = {
-    "euler_maruyama": EulerMaruyama,
-    "reverse_diffusion": ReverseDiffusion,
-    "ancestral": Ancestral,
-    "langevin": Langevin,
-    "pc": PredictorCorrector,
-    "annealed_langevin": AnnealedLangevin,
-    "ode": ProbabilityFlowODE,
-    "ddim": DDIM,
-    "torchsde": TorchSDE,
-}
-
 __all__ = [
-    "SOLVERS", "Solver", "SolveContext", "SampleResult", "CountedScore", "sample", "solve",
+    "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SolveContext", "SampleResult", "CountedScore",
+    "sample", "solve", "make_solver", "make_grid",
+    "TimeGrid", "Uniform", "Quadratic", "LogSNR", "Karras",
     "EulerMaruyama", "ReverseDiffusion", "Ancestral", "Langevin", "PredictorCorrector",
     "AnnealedLangevin", "ProbabilityFlowODE", "DDIM", "TorchSDE", "langevin_correct",
 ]

@@ -1,33 +1,42 @@
-"""Solver base classes and the one sampling driver.
+"""What every sampler is built on: the solve context, the solver base classes and the one step loop.
 
-Each solver is a small class whose :meth:`Solver.step` holds only its update rule and which
-declares what it is (``stochastic``, ``order``, whether it needs a closed-form kernel). The
-driver :func:`solve` owns the time grid, the loop, NFE counting, non-finite checks, trajectory
-recording, callbacks and the final denoising step.
+Two kinds of solver share one interface:
+
+* :class:`Solver`: anything the driver (:func:`scoresde.solve`) can run. It implements
+  :meth:`Solver.integrate`, which runs the whole reverse process over a time grid. The adaptive
+  probability-flow ODE (torchdiffeq) and torchsde's methods are of this kind.
+* :class:`StepSolver`: a solver defined by its update rule. It implements
+  ``init(ctx, x, grid) -> state`` and ``step(ctx, x, t, t_next, state) -> (x, state)``; the one loop in
+  :meth:`StepSolver.integrate` owns non-finite tracking, trajectory recording and callbacks. The
+  per-solve memory of a solver (the previous model outputs of a multistep method, a step counter)
+  lives in ``state``, never on ``self``: a solver object can be reused, shared and nested.
+* :class:`WrapperSolver`: a step solver that wraps another (predictor–corrector, inpainting) and
+  forwards its capabilities (``order``, ``stochastic``, ``requires_kernel``, grids, defaults).
 """
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Type, Union
+from typing import Any, Callable, ClassVar, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._utils import as_time, resolve_shape
-from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError, TimeRangeError, UnknownSolverError
-from ..score import ScoreFn, tweedie_denoise
+from .._utils import randn, randn_like, seed_from_generator
+from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError
+from ..score import ScoreFn
 from ..sde.base import SDE
 
 Callback = Callable[[int, Tensor, Tensor], None]
 
 
 class CountedScore:
-    """A score function that counts its evaluations and checks its output shape.
+    """A score function that counts its evaluations and checks its output.
 
     ``nfe`` is the number of calls (each call is one batched network evaluation). Every output
-    is checked to be shaped like its input; the check reads only metadata, never device values.
+    is checked to be a tensor shaped like its input, on its device and in its dtype (a float64
+    score does not silently turn a float32 state into float64); the check reads only metadata,
+    never device values.
     """
 
     def __init__(self, score_fn: ScoreFn):
@@ -45,17 +54,52 @@ class CountedScore:
                 f"score_fn(x, t) must return a tensor shaped like x {tuple(x.shape)}, got {got}; "
                 "check that the network's output matches its input shape"
             )
+        if out.device != x.device:
+            raise ShapeError(
+                f"score_fn(x, t) returned a tensor on {out.device} for x on {x.device}; "
+                "move the score function (network) to the sampling device, or pass device= to match it"
+            )
+        if out.dtype != x.dtype:
+            if not out.dtype.is_floating_point:
+                raise ShapeError(f"score_fn(x, t) must return a floating-point tensor, got {out.dtype}")
+            out = out.to(x.dtype)
         return out
+
+
+class GeneratorNoise:
+    """The source of every random draw of one solve: a ``torch.Generator`` (or torch's global RNG).
+
+    Solvers draw noise only through :meth:`SolveContext.randn_like`, which delegates here.
+    """
+
+    def __init__(self, generator: Optional[torch.Generator] = None):
+        self.generator = generator
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        """Standard normal noise shaped like ``x`` (same device and dtype)."""
+        return randn_like(x, self.generator)
+
+    def prior(self, sde: SDE, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> Tensor:
+        """A draw ``[B, *event]`` from the SDE's prior."""
+        return sde.prior_sample(shape, generator=self.generator, device=device, dtype=dtype)
+
+    def seed(self) -> int:
+        """An integer seed for a library that takes one (torchsde's Brownian motion)."""
+        return seed_from_generator(self.generator)
+
+    def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
+        """Standard normal noise of ``shape``."""
+        return randn(shape, generator=self.generator, device=device, dtype=dtype)
 
 
 @dataclass
 class SampleResult:
-    """What :func:`solve` returns.
+    """What :func:`scoresde.solve` returns.
 
     Attributes:
         samples: the final samples, ``[B, *event]``.
         nfe: number of score evaluations (batched calls), the final denoising step included.
-        times: the solver's time grid, ``[steps + 1]``, from ``T`` down to ``eps``.
+        times: the solver's time grid, ``[steps + 1]``, from ``T`` (or the start of a given grid) down to ``eps``.
         trajectory: states on ``times``, ``[steps + 1, B, *event]``, when recorded, else ``None``.
     """
 
@@ -71,11 +115,20 @@ class SolveContext:
 
     sde: SDE
     score: CountedScore
-    generator: Optional[torch.Generator]
+    noise: Any
+
+    @property
+    def generator(self) -> Optional[torch.Generator]:
+        """The generator behind the noise source, if it has one (prefer :meth:`randn_like`)."""
+        return getattr(self.noise, "generator", None)
+
+    def randn_like(self, x: Tensor) -> Tensor:
+        """Standard normal noise shaped like ``x``: the only way a solver draws noise."""
+        return self.noise.randn_like(x)
 
 
 class Solver:
-    """Abstract sampler. Subclasses implement :meth:`step` (or :meth:`integrate`).
+    """Anything :func:`scoresde.solve` can run. Subclasses implement :meth:`integrate`.
 
     Class attributes every solver declares:
 
@@ -83,7 +136,8 @@ class Solver:
     * ``stochastic``: whether it injects noise;
     * ``order``: weak order for stochastic solvers, global order for deterministic ones;
     * ``requires_kernel``: whether it needs the SDE's closed-form Gaussian kernel;
-    * ``default_steps`` and ``default_eps``: used when :func:`solve` gets ``None``;
+    * ``adaptive``: whether it chooses its own steps (then a grid only sets the output times);
+    * ``default_steps``, ``default_eps`` and ``default_grid``: used when :func:`scoresde.solve` gets ``None``;
     * ``denoise_default``: whether the final Tweedie denoising step is on by default.
     """
 
@@ -91,14 +145,12 @@ class Solver:
     stochastic: ClassVar[bool] = True
     order: float = 1.0
     requires_kernel: ClassVar[bool] = False
+    adaptive: ClassVar[bool] = False
     default_steps: ClassVar[int] = 1000
     default_eps: ClassVar[float] = 1e-3
+    default_grid: ClassVar[str] = "uniform"
     denoise_default: ClassVar[bool] = True
 
-    def __init__(self) -> None:
-        self.nfe = 0  # NFE of the last solve with this object
-
-    # --------------------------------------------------------------- hooks
     def check_sde(self, sde: SDE) -> None:
         """Raise :class:`IncompatibleSDEError` if this solver cannot serve ``sde``."""
         if not isinstance(sde, SDE):
@@ -109,28 +161,67 @@ class Solver:
                 f"which {type(sde).__name__} does not provide; use 'euler_maruyama', 'ode' or 'torchsde' instead"
             )
 
-    def time_grid(self, sde: SDE, steps: int, eps: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """Times ``[steps + 1]`` from ``T`` down to ``eps`` (uniform by default)."""
-        return torch.linspace(sde.T, eps, steps + 1, device=device, dtype=dtype)
+    def steps_for(self, sde: SDE, shape: torch.Size, eps: float) -> int:
+        """Number of steps when the caller gives none (``default_steps``; a solver may size it to the data)."""
+        return self.default_steps
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
-        """Advance ``x`` ``[B, *event]`` from times ``t`` to ``t_next < t`` (both ``[B]``)."""
+    def integrate(
+        self, ctx: SolveContext, x: Tensor, grid: Tensor, record: bool, callback: Optional[Callback]
+    ) -> Tuple[Tensor, Optional[List[Tensor]]]:
+        """Run the reverse process from ``grid[0]`` to ``grid[-1]``.
+
+        Args:
+            x: the state at ``grid[0]``, ``[B, *event]``.
+            grid: decreasing times ``[steps + 1]``.
+            record: return the states on ``grid`` as a list too.
+            callback: called as ``callback(i, grid[i + 1], x)`` after every step.
+
+        Returns:
+            ``(x, states)``: the state at ``grid[-1]`` and, if ``record``, the list of states on ``grid``.
+        """
+        raise NotImplementedError
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if not k.startswith("_"))
+        return f"{type(self).__name__}({fields})"
+
+
+class StepSolver(Solver):
+    """A solver defined by its update rule; the one step loop lives in :meth:`integrate`.
+
+    Subclasses implement :meth:`step` and, if they carry memory across steps, :meth:`init`.
+    """
+
+    def init(self, ctx: SolveContext, x: Tensor, grid: Tensor) -> Any:
+        """Per-solve state before the first step (``None`` for one-step methods).
+
+        Args:
+            x: the initial state ``[B, *event]``; grid: the decreasing times ``[steps + 1]``.
+        """
+        return None
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
+        """Advance ``x`` ``[B, *event]`` from times ``t`` to ``t_next < t`` (both ``[B]``).
+
+        Returns the new state ``x`` and the updated per-solve ``state``.
+        """
         raise NotImplementedError
 
     def integrate(
         self, ctx: SolveContext, x: Tensor, grid: Tensor, record: bool, callback: Optional[Callback]
-    ) -> "tuple[Tensor, Optional[List[Tensor]]]":
-        """Run :meth:`step` over ``grid``; returns the final state and, if ``record``, all states.
+    ) -> Tuple[Tensor, Optional[List[Tensor]]]:
+        """The one step loop: ``init``, then ``step`` over ``grid``.
 
         Non-finite values are tracked on the device (no per-step synchronisation) and reported
         with the first offending step and time once the loop ends.
         """
         B = x.shape[0]
+        state = self.init(ctx, x, grid)
         states = [x] if record else None
         finite = []  # one 0-d bool per step, kept on the device: no synchronisation inside the loop
         for i in range(grid.shape[0] - 1):
             t, t_next = grid[i].expand(B), grid[i + 1].expand(B)
-            x = self.step(ctx, x, t, t_next)
+            x, state = self.step(ctx, x, t, t_next, state)
             finite.append(torch.isfinite(x).all())
             if states is not None:
                 states.append(x)
@@ -146,163 +237,69 @@ class Solver:
             )
         return x, states
 
-    def __repr__(self) -> str:
-        fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items() if k != "nfe" and not k.startswith("_"))
-        return f"{type(self).__name__}({fields})"
 
+class WrapperSolver(StepSolver):
+    """A step solver around another (``inner``), forwarding what it is.
 
-def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tensor]):
-    if x_init is not None:
-        return (torch.device(device) if device is not None else x_init.device), (dtype or x_init.dtype)
-    if device is None or dtype is None:
-        params = getattr(score_fn, "parameters", None)
-        p = next(iter(params()), None) if callable(params) else None
-        if device is None:
-            device = p.device if p is not None else torch.device("cpu")
-        if dtype is None:  # a half-precision network still gets a float32 sampler state
-            full = p is not None and p.dtype in (torch.float32, torch.float64)
-            dtype = p.dtype if full else torch.get_default_dtype()
-    return torch.device(device), dtype
+    ``order``, ``stochastic``, ``requires_kernel``, ``check_sde``, ``default_steps``,
+    ``default_eps``, ``default_grid`` and ``denoise_default`` come from ``inner``; :meth:`init`
+    returns the inner solver's state. Subclasses override :meth:`step` and call
+    ``self.inner.step(ctx, x, t, t_next, state)`` where the wrapped update belongs.
+    """
 
+    #: What the wrapped solver is called in error messages (``"predictor"`` for predictor–corrector).
+    inner_role: ClassVar[str] = "inner solver"
 
-def make_solver(solver: Union[str, Solver, Type[Solver]], registry: Dict[str, Type[Solver]], **options: Any) -> Solver:
-    """Turn a solver name, class or instance into an instance, validating the options."""
-    if isinstance(solver, Solver):
-        if options:
+    def __init__(self, inner: StepSolver):
+        if not isinstance(inner, StepSolver):
             raise TypeError(
-                f"solver options {sorted(options)} were given with a solver object; set them on the object instead"
+                f"{type(self).__name__} wraps a step solver (one with init/step), got {inner!r}; "
+                "adaptive and integrate-style solvers cannot be wrapped"
             )
-        return solver
-    if isinstance(solver, str):
-        if solver not in registry:
-            raise UnknownSolverError(f"unknown solver {solver!r}; valid names are: {', '.join(sorted(registry))}")
-        cls = registry[solver]
-    elif isinstance(solver, type) and issubclass(solver, Solver):
-        cls = solver
-    else:
-        raise UnknownSolverError(
-            f"solver must be a name in scoresde.SOLVERS or a Solver, got {solver!r}; valid names are: {', '.join(sorted(registry))}"
-        )
-    params = inspect.signature(cls.__init__).parameters
-    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
-    valid = [n for n in params if n != "self" and params[n].kind is not params[n].VAR_KEYWORD]
-    unknown = [k for k in options if k not in valid]
-    if unknown and not accepts_kwargs:
-        raise TypeError(f"solver {cls.name!r} got unknown options {unknown}; it accepts: {', '.join(valid) or 'none'}")
-    return cls(**options)
+        self.inner = inner
+
+    @property
+    def order(self) -> float:  # type: ignore[override]
+        return self.inner.order
+
+    @property
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.inner.stochastic
+
+    @property
+    def requires_kernel(self) -> bool:  # type: ignore[override]
+        return self.inner.requires_kernel
+
+    @property
+    def default_steps(self) -> int:  # type: ignore[override]
+        return self.inner.default_steps
+
+    @property
+    def default_eps(self) -> float:  # type: ignore[override]
+        return self.inner.default_eps
+
+    @property
+    def default_grid(self) -> str:  # type: ignore[override]
+        return self.inner.default_grid
+
+    @property
+    def denoise_default(self) -> bool:  # type: ignore[override]
+        return self.inner.denoise_default
+
+    def steps_for(self, sde: SDE, shape: torch.Size, eps: float) -> int:
+        return self.inner.steps_for(sde, shape, eps)
+
+    def check_sde(self, sde: SDE) -> None:
+        try:
+            self.inner.check_sde(sde)
+        except IncompatibleSDEError as e:
+            raise IncompatibleSDEError(f"{self.name or type(self).__name__} {self.inner_role}: {e}") from None
+
+    def init(self, ctx: SolveContext, x: Tensor, grid: Tensor) -> Any:
+        return self.inner.init(ctx, x, grid)
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
+        return self.inner.step(ctx, x, t, t_next, state)
 
 
-def solve(
-    sde: SDE,
-    score_fn: ScoreFn,
-    shape: Sequence[int],
-    solver: Union[str, Solver, Type[Solver]] = "euler_maruyama",
-    steps: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: Optional[torch.dtype] = None,
-    *,
-    eps: Optional[float] = None,
-    denoise: Optional[bool] = None,
-    x_init: Optional[Tensor] = None,
-    record_trajectory: bool = False,
-    callback: Optional[Callback] = None,
-    **solver_options: Any,
-) -> SampleResult:
-    """Sample from the model by integrating backwards from the prior; return samples and statistics.
-
-    Args:
-        sde: the forward SDE.
-        score_fn: ``score_fn(x, t) -> Tensor`` shaped like ``x`` (``x`` ``[B, *event]``, ``t`` ``[B]``).
-        shape: sample shape ``[B, *event]``.
-        solver: a name in :data:`scoresde.SOLVERS`, a :class:`Solver` class, or a solver object.
-        steps: number of solver steps (per-solver default when ``None``).
-        generator: the source of all randomness (prior draw and solver noise).
-        device, dtype: where and in what precision to sample; default to ``x_init``'s, then to the
-            score function's parameters', then to CPU and the default dtype.
-        eps: the final time (per-solver default, usually ``1e-3``).
-        denoise: apply the final Tweedie step ``x <- (x + std^2 score) / scale`` at ``eps``
-            (default: the solver's ``denoise_default`` when the SDE has a kernel).
-        x_init: start from this ``[B, *event]`` tensor at ``T`` instead of a prior draw.
-        record_trajectory: keep the states on the time grid in :attr:`SampleResult.trajectory`.
-        callback: called as ``callback(i, t_next, x)`` after every step.
-        **solver_options: passed to the solver class when ``solver`` is a name or class.
-
-    Returns:
-        A :class:`SampleResult`.
-
-    Raises:
-        UnknownSolverError: ``solver`` is not a name in :data:`scoresde.SOLVERS` or a :class:`Solver`.
-        IncompatibleSDEError: the solver (or ``denoise=True``) needs a closed-form kernel the SDE lacks.
-        ShapeError: a bad ``shape`` or ``x_init``, or a score function whose output is not shaped like ``x``.
-        TimeRangeError: ``eps`` outside ``(0, T)``.
-        NonFiniteError: NaN or infinity appeared during sampling.
-    """
-    from . import SOLVERS
-
-    solver_obj = make_solver(solver, SOLVERS, **solver_options)
-    solver_obj.check_sde(sde)
-    shape = resolve_shape(shape if x_init is None else x_init.shape)
-    device, dtype = _infer_device_dtype(score_fn, device, dtype, x_init)
-    if not dtype.is_floating_point:
-        raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
-    if steps is None:
-        steps = solver_obj.default_steps
-    elif isinstance(steps, bool) or int(steps) != steps or steps < 1:
-        raise ValueError(f"steps must be a positive integer, got {steps!r}")
-    steps = int(steps)
-    eps = solver_obj.default_eps if eps is None else float(eps)
-    if not (0.0 < eps < sde.T):
-        raise TimeRangeError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
-    if denoise is None:
-        denoise = solver_obj.denoise_default and sde.has_kernel
-    elif denoise and not sde.has_kernel:
-        raise IncompatibleSDEError(
-            f"denoise=True needs a closed-form Gaussian kernel, which {type(sde).__name__} lacks; pass denoise=False"
-        )
-
-    score = CountedScore(score_fn)
-    ctx = SolveContext(sde=sde, score=score, generator=generator)
-    with torch.no_grad():
-        if x_init is None:
-            x = sde.prior_sample(shape, generator=generator, device=device, dtype=dtype)
-        else:
-            if x_init.shape != shape:
-                raise ShapeError(f"x_init must have shape {tuple(shape)}, got {tuple(x_init.shape)}")
-            x = x_init.to(device=device, dtype=dtype)
-        grid = solver_obj.time_grid(sde, steps, eps, device, dtype)
-        x, states = solver_obj.integrate(ctx, x, grid, record_trajectory, callback)
-        if denoise:
-            x = tweedie_denoise(sde, score, x, as_time(grid[-1], x, check_range=False))
-            if not bool(torch.isfinite(x).all()):
-                raise NonFiniteError(f"non-finite values after the final denoising step at t = {float(grid[-1]):.6g}")
-    solver_obj.nfe = score.nfe
-    trajectory = torch.stack(states) if states is not None else None
-    return SampleResult(samples=x, nfe=score.nfe, times=grid, trajectory=trajectory)
-
-
-def sample(
-    sde: SDE,
-    score_fn: ScoreFn,
-    shape: Sequence[int],
-    solver: Union[str, Solver, Type[Solver]] = "euler_maruyama",
-    steps: Optional[int] = None,
-    generator: Optional[torch.Generator] = None,
-    device: Optional[Union[str, torch.device]] = None,
-    dtype: Optional[torch.dtype] = None,
-    **options: Any,
-) -> Tensor:
-    """Draw samples ``[B, *event]`` from the model; see :func:`solve` for every argument.
-
-    The number of score evaluations of the call is left on the solver object as ``solver.nfe``
-    (pass a solver object to read it) and is returned by :func:`solve`.
-
-    Example:
-        >>> import torch, scoresde
-        >>> sde = scoresde.VPSDE()
-        >>> score = lambda x, t: -x  # N(0, I) data: the diffused marginal stays N(0, I)
-        >>> x = scoresde.sample(sde, score, (4, 2), solver="ddim", steps=10, generator=torch.Generator().manual_seed(0))
-        >>> x.shape
-        torch.Size([4, 2])
-    """
-    return solve(sde, score_fn, shape, solver, steps, generator, device, dtype, **options).samples
+SolverLike = Union[str, Solver, type]

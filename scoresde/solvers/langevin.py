@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from typing import Optional, Union
+import math
+from typing import Any, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._utils import append_dims, batch_norm_sq, randn_like
-from ..errors import IncompatibleSDEError
+from .._utils import append_dims, batch_norm_sq
+from .._validation import finite_float, integer, positive_int
 from ..sde.base import SDE
-from .base import SolveContext, Solver
+from . import registry
+from .base import SolveContext, StepSolver, WrapperSolver
 
 
 def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr: float, n_steps: int) -> Tensor:
@@ -30,7 +32,7 @@ def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr
     """
     for _ in range(n_steps):
         g = ctx.score(x, t)
-        z = randn_like(x, ctx.generator)
+        z = ctx.randn_like(x)
         g_norm = batch_norm_sq(g).sqrt().mean()
         z_norm = batch_norm_sq(z).sqrt().mean()
         e = append_dims(2 * alpha * (snr * z_norm / g_norm.clamp_min(torch.finfo(x.dtype).tiny)) ** 2, x.ndim)
@@ -46,18 +48,19 @@ def _corrector_alpha(sde: SDE, t: Tensor, t_next: Tensor) -> Tensor:
     return a * a
 
 
-def _check_snr_steps(snr: float, n_steps: int) -> None:
-    if not snr > 0:
-        raise ValueError(f"snr must be positive, got {snr}")
-    if int(n_steps) < 0:
-        raise ValueError(f"corrector_steps must be >= 0, got {n_steps}")
+def _snr(snr: Any) -> float:
+    return finite_float(snr, "snr", positive=True)
 
 
-class Langevin(Solver):
+class Langevin(StepSolver):
     """Corrector-only sampling: Langevin MCMC at each time of the grid, no predictor.
 
     At every grid time ``t_i`` (after ``T``) run ``corrector_steps`` Langevin steps targeting
     ``p_{t_i}`` (:func:`langevin_correct`).
+
+    Args:
+        snr: the signal-to-noise ratio ``r`` of the step size.
+        corrector_steps: Langevin steps per grid time, ``>= 1`` (with none, nothing would move the prior draw).
     """
 
     name = "langevin"
@@ -66,97 +69,135 @@ class Langevin(Solver):
     default_steps = 1000
 
     def __init__(self, snr: float = 0.16, corrector_steps: int = 1):
-        super().__init__()
-        _check_snr_steps(snr, corrector_steps)
-        self.snr = float(snr)
-        self.corrector_steps = int(corrector_steps)
+        self.snr = _snr(snr)
+        self.corrector_steps = positive_int(corrector_steps, "corrector_steps")
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         alpha = _corrector_alpha(ctx.sde, t, t_next)
-        return langevin_correct(ctx, x, t_next, alpha, self.snr, self.corrector_steps)
+        return langevin_correct(ctx, x, t_next, alpha, self.snr, self.corrector_steps), state
 
 
-class PredictorCorrector(Solver):
+class PredictorCorrector(WrapperSolver):
     """Predictor–corrector sampler (Song et al. 2021, Algorithm 1).
 
     At every step: ``corrector_steps`` Langevin corrections at ``t``, then one predictor step
-    from ``t`` to ``t_next``. Any step-based solver serves as predictor (by name or object).
+    from ``t`` to ``t_next``. Any step solver serves as predictor (by name or object), multistep
+    ones included: the predictor's per-solve state is carried through.
 
     Args:
         predictor: e.g. ``"reverse_diffusion"`` (default), ``"euler_maruyama"``, ``"ancestral"``,
-            ``"ddim"``; a :class:`Solver` object works too.
+            ``"ddim"``, ``"dpmpp_2m"``; a step-solver object works too.
         corrector: ``"langevin"`` or ``"none"``.
-        snr: the corrector's signal-to-noise ratio ``r``.
-        corrector_steps: Langevin steps per time step ``M``.
+        snr: the corrector's signal-to-noise ratio ``r`` (default 0.16); only with the Langevin corrector.
+        corrector_steps: Langevin steps per time step ``M`` (default 1); only with the Langevin corrector.
     """
 
     name = "pc"
-    stochastic = True
-    default_steps = 1000
+    inner_role = "predictor"
 
     def __init__(
         self,
-        predictor: Union[str, Solver] = "reverse_diffusion",
+        predictor: Union[str, StepSolver] = "reverse_diffusion",
         corrector: Optional[str] = "langevin",
-        snr: float = 0.16,
-        corrector_steps: int = 1,
+        snr: Optional[float] = None,
+        corrector_steps: Optional[int] = None,
     ):
-        super().__init__()
-        from . import SOLVERS
-
         if isinstance(predictor, str):
-            if predictor not in SOLVERS or not _is_step_solver(SOLVERS[predictor]):
-                valid = sorted(n for n, c in SOLVERS.items() if _is_step_solver(c))
+            valid = sorted(n for n, c in registry.SOLVERS.items() if issubclass(c, StepSolver) and c is not PredictorCorrector)
+            if predictor not in valid:
                 raise ValueError(f"unknown predictor {predictor!r}; valid predictors: {', '.join(valid)}")
-            predictor = SOLVERS[predictor]()
-        if not isinstance(predictor, Solver) or not _is_step_solver(type(predictor)):
-            raise ValueError(f"predictor must be a step-based solver, got {predictor!r}")
+            predictor = registry.SOLVERS[predictor]()
+        if not isinstance(predictor, StepSolver) or isinstance(predictor, PredictorCorrector):
+            raise ValueError(f"predictor must be a step solver (not pc itself), got {predictor!r}")
         if corrector not in ("langevin", "none", None):
             raise ValueError(f"unknown corrector {corrector!r}; valid correctors: langevin, none")
-        _check_snr_steps(snr, corrector_steps)
-        self.predictor = predictor
+        super().__init__(predictor)
         self.corrector = corrector or "none"
-        self.snr = float(snr)
-        self.corrector_steps = int(corrector_steps) if self.corrector == "langevin" else 0
+        if self.corrector == "none":
+            given = [n for n, v in (("snr", snr), ("corrector_steps", corrector_steps)) if v is not None]
+            if given:
+                raise ValueError(f"{' and '.join(given)} set the Langevin corrector, but corrector='none'; "
+                                 "drop them or use corrector='langevin'")
+            self.snr, self.corrector_steps = 0.0, 0
+        else:
+            self.snr = _snr(0.16 if snr is None else snr)
+            self.corrector_steps = integer(1 if corrector_steps is None else corrector_steps, "corrector_steps", minimum=0)
 
     @property
-    def order(self) -> float:  # type: ignore[override]
-        return self.predictor.order
+    def predictor(self) -> StepSolver:
+        """The wrapped predictor."""
+        return self.inner
 
     @property
-    def requires_kernel(self) -> bool:  # type: ignore[override]
-        return self.predictor.requires_kernel
+    def stochastic(self) -> bool:  # type: ignore[override]
+        return self.corrector_steps > 0 or self.inner.stochastic
 
-    def check_sde(self, sde: SDE) -> None:
-        try:
-            self.predictor.check_sde(sde)
-        except IncompatibleSDEError as e:
-            raise IncompatibleSDEError(f"pc predictor: {e}") from None
-
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         if self.corrector_steps:
             alpha = _corrector_alpha(ctx.sde, t, t_next)
             x = langevin_correct(ctx, x, t, alpha, self.snr, self.corrector_steps)
-        return self.predictor.step(ctx, x, t, t_next)
+        return self.inner.step(ctx, x, t, t_next, state)
 
 
-def _is_step_solver(cls: type) -> bool:
-    return cls.integrate is Solver.integrate and cls.step is not Solver.step and cls is not PredictorCorrector
+def ladder_ratio(dim: int, max_ratio: float = 1.5) -> float:
+    """Song & Ermon (2020), Technique 2: the ratio ``gamma = sigma_{i-1} / sigma_i`` of a geometric noise ladder.
+
+    ``gamma`` solves ``Phi(sqrt(2D) (gamma - 1) + 3 gamma) - Phi(sqrt(2D) (gamma - 1) - 3 gamma) = 1/2``
+    for data of ``D = dim`` dimensions, so that a sample at one level is likely under the next. In
+    low dimension (``D <= 4``) the condition holds for every ``gamma`` and in moderate dimension its
+    root is large; ``max_ratio`` caps the ratio there.
+    """
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    def overlap(g: float) -> float:
+        a = math.sqrt(2 * dim) * (g - 1)
+        return float(norm.cdf(a + 3 * g) - norm.cdf(a - 3 * g)) - 0.5
+
+    if overlap(max_ratio) >= 0:
+        return float(max_ratio)
+    return float(brentq(overlap, 1.0 + 1e-12, max_ratio))
 
 
-class AnnealedLangevin(Solver):
-    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019, Algorithm 1).
+def langevin_step_ratio(gamma: float, steps_per_level: int) -> float:
+    """Song & Ermon (2020), Technique 4: the step size ``u = alpha_i / sigma_i^2`` for a ladder ratio ``gamma``.
 
-    A ladder of ``steps`` noise levels, geometric in the noise-to-signal ratio ``std/scale`` from
-    ``t = T`` down to ``t = eps`` (for VE: ``std(T) ~ sigma_max`` down to
-    ``std(eps) = sqrt(sigma(eps)^2 - sigma_min^2)``). At level ``i``
-    with kernel std ``sigma_i``, ``steps_per_level`` Langevin steps::
+    For Gaussian data, ``T`` Langevin steps ``x <- x + u sigma^2 score + sqrt(2 u) sigma z`` started
+    from variance ``gamma^2 sigma^2`` end at variance ``s_T`` with
+    ``s_T / sigma^2 = (1 - u)^(2T) (gamma^2 - 2/(2 - u)) + 2/(2 - u)``; ``u`` makes that as close
+    to 1 as it can be.
+    """
+    from scipy.optimize import minimize_scalar
 
-        alpha_i = step_ratio * sigma_i^2           # NCSN: eps * sigma_i^2 / sigma_L^2
+    T = int(steps_per_level)
+
+    def miss(u: float) -> float:
+        c = 2.0 / (2.0 - u)
+        return abs((1 - u) ** (2 * T) * (gamma * gamma - c) + c - 1.0)
+
+    return float(minimize_scalar(miss, bounds=(1e-9, 0.999), method="bounded", options={"xatol": 1e-10}).x)
+
+
+class AnnealedLangevin(StepSolver):
+    """Annealed Langevin dynamics of NCSN (Song & Ermon 2019, Algorithm 1; defaults of Song & Ermon 2020).
+
+    The noise levels are the times ``t_1 .. t_L`` of the grid after ``T`` (by default the log-SNR
+    grid: geometric in ``std/scale``, NCSN's ladder). At level ``i`` with kernel std ``sigma_i``,
+    ``steps_per_level`` Langevin steps target ``p_{t_i}``::
+
+        alpha_i = 2 u sigma_i^2
         x <- x + alpha_i / 2 * score(x, t_i) + sqrt(alpha_i) z
 
-    ``step_ratio`` is NCSN's ``eps / sigma_L^2`` (2e-5 / 0.01^2 = 0.2 in the paper), which keeps
-    the step scale-free whatever ``eps`` is.
+    Defaults follow Song & Ermon (2020): the number of levels ``L`` (when ``steps`` is not given)
+    from Technique 2 (:func:`ladder_ratio` for the data's dimension), and the step ``u`` from
+    Technique 4 (:func:`langevin_step_ratio` for the grid's ratio between levels and
+    ``steps_per_level``), computed per level so that any grid works.
+
+    Args:
+        steps_per_level: Langevin steps per noise level ``T``.
+        step_ratio: a fixed ``2 u = alpha_i / sigma_i^2`` instead of Technique 4 (NCSN's
+            ``2 eps / sigma_L^2``; the 2019 paper's ``2e-5 / 0.01^2 = 0.2``), in ``(0, 4)``.
+        max_ratio: cap on the ladder ratio ``gamma`` chosen by Technique 2.
     """
 
     name = "annealed_langevin"
@@ -164,30 +205,43 @@ class AnnealedLangevin(Solver):
     order = 1.0
     requires_kernel = True
     default_steps = 10
+    default_grid = "log_snr"
 
-    def __init__(self, steps_per_level: int = 100, step_ratio: float = 0.2):
-        super().__init__()
-        if int(steps_per_level) < 1:
-            raise ValueError(f"steps_per_level must be >= 1, got {steps_per_level}")
-        if not 0 < step_ratio < 4:
-            raise ValueError(f"step_ratio must lie in (0, 4) for a stable Langevin step, got {step_ratio}")
-        self.steps_per_level = int(steps_per_level)
-        self.step_ratio = float(step_ratio)
+    def __init__(self, steps_per_level: int = 20, step_ratio: Optional[float] = None, max_ratio: float = 1.5):
+        self.steps_per_level = positive_int(steps_per_level, "steps_per_level")
+        if step_ratio is not None:
+            step_ratio = finite_float(step_ratio, "step_ratio")
+            if not 0 < step_ratio < 4:
+                raise ValueError(f"step_ratio must lie in (0, 4) for a stable Langevin step, got {step_ratio}")
+        self.step_ratio = step_ratio
+        self.max_ratio = finite_float(max_ratio, "max_ratio")
+        if not self.max_ratio > 1:
+            raise ValueError(f"max_ratio must be > 1, got {max_ratio}")
 
-    def time_grid(self, sde: SDE, steps: int, eps: float, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """``[T, t_1 = T, ..., t_L = eps]``: the start and then the ``L = steps`` ladder times."""
-        ends = torch.tensor([sde.T, eps], dtype=torch.float64)
-        r = sde.noise_to_signal(ends)
-        ladder = torch.exp(torch.linspace(float(r[0].log()), float(r[1].log()), steps, dtype=torch.float64))
-        times = sde.time_at_noise_to_signal(ladder)
-        times[0] = sde.T
-        times[-1] = eps  # the last level is eps (with one level, the only level)
-        return torch.cat([torch.tensor([sde.T], dtype=times.dtype), times]).to(device=device, dtype=dtype)
+    def steps_for(self, sde: SDE, shape: torch.Size, eps: float) -> int:
+        """Number of levels ``L`` by Technique 2 for data of ``shape[1:]``: ``log(sigma_max/sigma_min) / log(gamma)``."""
+        gamma = ladder_ratio(math.prod(shape[1:]), self.max_ratio)
+        r = sde.noise_to_signal(torch.tensor([sde.T, eps], dtype=torch.float64))
+        return max(1, math.ceil(math.log(float(r[0] / r[1])) / math.log(gamma)))
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def init(self, ctx: SolveContext, x: Tensor, grid: Tensor) -> Any:
+        """The per-level step ratios ``alpha_i / sigma_i^2``, ``[L]`` (Technique 4 unless fixed)."""
+        if self.step_ratio is not None:
+            return {"i": 0, "ratios": [self.step_ratio] * (grid.shape[0] - 1)}
+        r = ctx.sde.noise_to_signal(grid.to(torch.float64)).tolist()
+        cache: dict = {}
+        ratios = []
+        for i in range(1, len(r)):
+            gamma = round(r[i - 1] / r[i], 6)
+            if gamma not in cache:
+                cache[gamma] = 2 * langevin_step_ratio(max(gamma, 1.0), self.steps_per_level)
+            ratios.append(cache[gamma])
+        return {"i": 0, "ratios": ratios}
+
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         _, std = ctx.sde.marginal_coeffs(t_next)
-        alpha = append_dims(self.step_ratio * std * std, x.ndim)
+        alpha = append_dims(state["ratios"][state["i"]] * std * std, x.ndim)
         for _ in range(self.steps_per_level):
-            z = randn_like(x, ctx.generator)
+            z = ctx.randn_like(x)
             x = x + 0.5 * alpha * ctx.score(x, t_next) + alpha.sqrt() * z
-        return x
+        return x, {"i": state["i"] + 1, "ratios": state["ratios"]}

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-from typing import List, Optional
+from typing import Any, List, Optional, Tuple
 
 import torch
 from torch import Tensor
-from torchdiffeq import odeint
 
-from .._utils import append_dims, randn_like
-from ..errors import IntegrationError, NonFiniteError
-from .base import Callback, SolveContext, Solver
-
-#: Fixed-step methods and their orders; ``heun`` is torchdiffeq's ``heun2``.
-FIXED_METHODS = {"euler": 1, "midpoint": 2, "heun": 2, "heun2": 2, "heun3": 3, "rk4": 4}
-#: Adaptive methods and their orders.
-ADAPTIVE_METHODS = {"dopri5": 5, "dopri8": 8, "bosh3": 3, "fehlberg2": 2, "adaptive_heun": 2}
-_TORCHDIFFEQ_NAME = {"heun": "heun2"}
+from .._utils import append_dims
+from .._validation import positive_int
+from ..errors import NonFiniteError
+from ..sde.base import reverse_drift
+from .base import Callback, SolveContext, Solver, StepSolver
+from .odeint import ADAPTIVE_METHODS, DEFAULT_MAX_STEPS, FIXED_METHODS, check_method, odeint_checked
 
 
 class ProbabilityFlowODE(Solver):
@@ -27,30 +23,32 @@ class ProbabilityFlowODE(Solver):
     Args:
         method: adaptive (``"dopri5"`` default, ``"dopri8"``, ``"bosh3"``, ``"fehlberg2"``,
             ``"adaptive_heun"``) or fixed-step (``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``,
-            ``"heun3"``) on a uniform grid of ``steps`` steps.
+            ``"heun3"``) on the time grid (``steps`` steps of ``grid``).
         rtol, atol: tolerances of the adaptive methods.
-        max_steps: cap on adaptive steps (``None``: torchdiffeq's default).
+        max_steps: cap on adaptive steps (default 10,000; ``None`` lifts it). Reaching it raises
+            :class:`~scoresde.errors.IntegrationError` naming this option.
+
+    An adaptive method chooses its own steps: ``steps`` and ``grid`` then only set the times at
+    which the trajectory is recorded (or the callback called), and :func:`scoresde.solve` refuses
+    them otherwise.
     """
 
     name = "ode"
     stochastic = False
     default_steps = 100
+    denoise_default = True
 
-    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5, max_steps: Optional[int] = None):
-        super().__init__()
-        if method not in FIXED_METHODS and method not in ADAPTIVE_METHODS:
-            valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
-            raise ValueError(f"unknown ODE method {method!r}; valid methods: {valid}")
-        if not (rtol > 0 and atol > 0):
-            raise ValueError(f"rtol and atol must be positive, got rtol={rtol}, atol={atol}")
+    def __init__(self, method: str = "dopri5", rtol: float = 1e-5, atol: float = 1e-5,
+                 max_steps: Optional[int] = DEFAULT_MAX_STEPS):
+        check_method(method, rtol, atol)
         self.method = method
         self.rtol = float(rtol)
         self.atol = float(atol)
-        self.max_steps = max_steps
+        self.max_steps = positive_int(max_steps, "max_steps", allow_none=True)
 
     @property
-    def adaptive(self) -> bool:
-        """Whether the method chooses its own steps (then ``steps`` sets only the recorded grid)."""
+    def adaptive(self) -> bool:  # type: ignore[override]
+        """Whether the method chooses its own steps (then the grid sets only the recorded times)."""
         return self.method in ADAPTIVE_METHODS
 
     @property
@@ -59,40 +57,24 @@ class ProbabilityFlowODE(Solver):
 
     def integrate(
         self, ctx: SolveContext, x: Tensor, grid: Tensor, record: bool, callback: Optional[Callback]
-    ) -> "tuple[Tensor, Optional[List[Tensor]]]":
+    ) -> Tuple[Tensor, Optional[List[Tensor]]]:
         sde, score = ctx.sde, ctx.score
-        B, ndim = x.shape[0], x.ndim
+        B = x.shape[0]
         first_bad_t = torch.full((), float("nan"), device=x.device, dtype=x.dtype)
-
         t_lo, t_hi = grid[-1], grid[0]
 
         def velocity(t: Tensor, y: Tensor) -> Tensor:
             nonlocal first_bad_t
             # torchdiffeq's first-step guess may probe just outside [eps, T]; keep the SDE inside it
             tb = t.to(y.dtype).clamp(t_lo, t_hi).expand(B)
-            g = append_dims(sde.diffusion(tb), ndim)
-            v = sde.drift(y, tb) - 0.5 * g * g * score(y, tb)
+            v = reverse_drift(sde, y, tb, score(y, tb), 0.5)
             bad = ~torch.isfinite(v).all() & torch.isnan(first_bad_t)
             first_bad_t = torch.where(bad, t.to(first_bad_t.dtype), first_bad_t)
             return v
 
-        options = {}
-        if self.adaptive:
-            # Stop exactly at eps: without this, dopri5 steps past the end (into t < 0, where a
-            # schedule may be undefined) and interpolates back.
-            options["jump_t"] = grid[-1:]
-            if self.max_steps is not None:
-                options["max_num_steps"] = int(self.max_steps)
-            kwargs = dict(rtol=self.rtol, atol=self.atol)
-        else:
-            options["grid_constructor"] = lambda func, y0, t: grid
-            kwargs = {}
-        t_eval = grid if (record or callback is not None) else grid[[0, -1]]
-        try:
-            ys = odeint(velocity, x, t_eval, method=_TORCHDIFFEQ_NAME.get(self.method, self.method), options=options, **kwargs)
-        except AssertionError as e:  # torchdiffeq reports failures with asserts
-            self._raise_if_bad(first_bad_t)
-            raise ode_failure(e, self.method, self.max_steps) from None
+        t_eval = grid if (record or callback is not None or not self.adaptive) else grid[[0, -1]]
+        ys = odeint_checked(velocity, x, t_eval, self.method, rtol=self.rtol, atol=self.atol, max_steps=self.max_steps,
+                            on_failure=lambda: self._raise_if_bad(first_bad_t))
         self._raise_if_bad(first_bad_t)
         if callback is not None:
             for i in range(1, ys.shape[0]):
@@ -107,7 +89,7 @@ class ProbabilityFlowODE(Solver):
             )
 
 
-class DDIM(Solver):
+class DDIM(StepSolver):
     """DDIM (Song, Meng & Ermon 2020), deterministic for ``eta = 0``.
 
     From ``t`` to ``s < t`` with the kernel coefficients ``scale``, ``std``::
@@ -127,8 +109,7 @@ class DDIM(Solver):
     default_steps = 50
 
     def __init__(self, eta: float = 0.0):
-        super().__init__()
-        if not 0.0 <= eta <= 1.0:
+        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
             raise ValueError(f"eta must lie in [0, 1], got {eta}")
         self.eta = float(eta)
 
@@ -136,31 +117,15 @@ class DDIM(Solver):
     def stochastic(self) -> bool:  # type: ignore[override]
         return self.eta > 0
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         scale_t, std_t = ctx.sde.marginal_coeffs(t)
         scale_s, std_s = ctx.sde.marginal_coeffs(t_next)
         eps_hat = -append_dims(std_t, x.ndim) * ctx.score(x, t)
         x0_hat = (x - append_dims(std_t, x.ndim) * eps_hat) / append_dims(scale_t, x.ndim)
         if self.eta == 0.0:
-            return append_dims(scale_s, x.ndim) * x0_hat + append_dims(std_s, x.ndim) * eps_hat
+            return append_dims(scale_s, x.ndim) * x0_hat + append_dims(std_s, x.ndim) * eps_hat, state
         _, v = ctx.sde.transition_coeffs(t_next, t)
         sigma = self.eta * v * std_s / std_t
         direction = (std_s * std_s - sigma * sigma).clamp_min(0).sqrt()
         x = append_dims(scale_s, x.ndim) * x0_hat + append_dims(direction, x.ndim) * eps_hat
-        return x + append_dims(sigma, x.ndim) * randn_like(x, ctx.generator)
-
-
-def ode_failure(e: AssertionError, method: str, max_steps: Optional[int]) -> Exception:
-    """Translate torchdiffeq's assertion failures into a clear scoresde error."""
-    msg = str(e)
-    if "max_num_steps" in msg:
-        return IntegrationError(
-            f"ODE integration ({method}) exceeded max_steps={max_steps}; raise max_steps or loosen rtol/atol"
-        )
-    if "non-finite" in msg:
-        return NonFiniteError(f"ODE integration ({method}): non-finite values in the state; check the score function")
-    if "underflow" in msg:
-        return IntegrationError(
-            f"ODE integration ({method}): step size underflow ({msg}); loosen rtol/atol, raise eps, or check the score function"
-        )
-    return IntegrationError(f"ODE integration ({method}) failed: {msg[:200]}")
+        return x + append_dims(sigma, x.ndim) * ctx.randn_like(x), state

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any, Tuple
+
 from torch import Tensor
 
-from .._utils import append_dims, randn_like
-from .base import SolveContext, Solver
+from .._utils import append_dims
+from ..sde.base import reverse_drift
+from .base import SolveContext, StepSolver
 
 
-class EulerMaruyama(Solver):
+class EulerMaruyama(StepSolver):
     """Euler–Maruyama on the reverse-time SDE (weak order 1).
 
     With ``dt = t_next - t < 0`` and ``z ~ N(0, I)``::
@@ -20,15 +23,14 @@ class EulerMaruyama(Solver):
     stochastic = True
     order = 1.0
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         dt = append_dims(t_next - t, x.ndim)
         g = append_dims(ctx.sde.diffusion(t), x.ndim)
-        drift = ctx.sde.drift(x, t) - g * g * ctx.score(x, t)
-        z = randn_like(x, ctx.generator)
-        return x + drift * dt + g * (-dt).sqrt() * z
+        drift = reverse_drift(ctx.sde, x, t, ctx.score(x, t))
+        return x + drift * dt + g * (-dt).sqrt() * ctx.randn_like(x), state
 
 
-class ReverseDiffusion(Solver):
+class ReverseDiffusion(StepSolver):
     """Reverse-diffusion predictor (Song et al. 2021, Algorithm 2's predictor).
 
     Discretise the forward SDE with its exact one-step kernel ``x_t = a x_s + v z`` (so
@@ -44,15 +46,14 @@ class ReverseDiffusion(Solver):
     order = 1.0
     requires_kernel = True
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         a, v = ctx.sde.transition_coeffs(t_next, t)
         a, G2 = append_dims(a, x.ndim), append_dims(v * v, x.ndim)
         f = (a - 1) * x
-        z = randn_like(x, ctx.generator)
-        return x - f + G2 * ctx.score(x, t) + G2.sqrt() * z
+        return x - f + G2 * ctx.score(x, t) + G2.sqrt() * ctx.randn_like(x), state
 
 
-class Ancestral(Solver):
+class Ancestral(StepSolver):
     """Ancestral sampling: draw ``x_s ~ q(x_s | x_t, x_0 = E[x_0 | x_t])`` (DDPM / SMLD step).
 
     With the one-step kernel ``x_t | x_s ~ N(a x_s, v^2 I)``, Tweedie's ``x_0`` estimate gives the
@@ -71,11 +72,11 @@ class Ancestral(Solver):
     order = 1.0
     requires_kernel = True
 
-    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor) -> Tensor:
+    def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         a, v = ctx.sde.transition_coeffs(t_next, t)
         _, std_t = ctx.sde.marginal_coeffs(t)
         _, std_s = ctx.sde.marginal_coeffs(t_next)
         v2 = append_dims(v * v, x.ndim)
         mean = (x + v2 * ctx.score(x, t)) / append_dims(a, x.ndim)
         sd = append_dims(v * std_s / std_t, x.ndim)
-        return mean + sd * randn_like(x, ctx.generator)
+        return mean + sd * ctx.randn_like(x), state

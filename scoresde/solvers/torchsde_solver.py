@@ -8,7 +8,8 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from .._utils import append_dims, seed_from_generator
+from ..errors import NonFiniteError
+from ..sde.base import reverse_drift
 from .base import Callback, SolveContext, Solver
 
 #: Itô methods of torchsde usable with diagonal noise, with their weak orders.
@@ -33,9 +34,7 @@ class _ReverseInForwardTime(nn.Module):
     def f(self, s: Tensor, y: Tensor) -> Tensor:
         x = y.reshape(y.shape[0], *self.event_shape)
         t = (self.T - s).expand(y.shape[0]).to(y.dtype)
-        g = append_dims(self.ctx.sde.diffusion(t), x.ndim)
-        drift = self.ctx.sde.drift(x, t) - g * g * self.ctx.score(x, t)
-        return -drift.reshape(y.shape)
+        return -reverse_drift(self.ctx.sde, x, t, self.ctx.score(x, t)).reshape(y.shape)
 
     def g(self, s: Tensor, y: Tensor) -> Tensor:
         t = (self.T - s).expand(y.shape[0]).to(y.dtype)
@@ -58,7 +57,6 @@ class TorchSDE(Solver):
     default_steps = 1000
 
     def __init__(self, method: str = "euler"):
-        super().__init__()
         if method not in TORCHSDE_METHODS:
             raise ValueError(f"unknown torchsde method {method!r}; valid methods: {', '.join(TORCHSDE_METHODS)}")
         self.method = method
@@ -80,19 +78,27 @@ class TorchSDE(Solver):
             size=y0.shape,
             dtype=y0.dtype,
             device=y0.device,
-            entropy=seed_from_generator(ctx.generator),
+            entropy=ctx.noise.seed(),
             levy_area_approximation="space-time" if self.method == "srk" else "none",
         )
-        # A hair above the grid spacing, so that rounding never adds a sliver of a step at the end
-        # (torchsde shortens its last step to land on the final time).
-        dt = float(s_grid[-1] - s_grid[0]) / (grid.shape[0] - 1) * (1 + 1e-9)
-        s_eval = s_grid if (record or callback is not None) else s_grid[[0, -1]]
-        ys = torchsde.sdeint(
-            _ReverseInForwardTime(ctx, event), y0, s_eval, bm=bm, method=self.method, dt=dt,
-            options={"grad_free": True} if self.method == "milstein" else None,
-        )
+        sde = _ReverseInForwardTime(ctx, event)
+        options = {"grad_free": True} if self.method == "milstein" else None
+        ds = s_grid.diff()
+        if bool((ds - ds.mean()).abs().max() <= 64 * torch.finfo(grid.dtype).eps * T):  # uniform: one call
+            # A hair above the grid spacing, so that rounding never adds a sliver of a step at the end
+            # (torchsde shortens its last step to land on the final time).
+            dt = float(s_grid[-1] - s_grid[0]) / (grid.shape[0] - 1) * (1 + 1e-9)
+            s_eval = s_grid if (record or callback is not None) else s_grid[[0, -1]]
+            ys = torchsde.sdeint(sde, y0, s_eval, bm=bm, method=self.method, dt=dt, options=options)
+        else:  # any other grid: one step per interval, on one Brownian path
+            ys_list = [y0]
+            for i in range(grid.shape[0] - 1):
+                dt = float(ds[i]) * (1 + 1e-9)
+                ys_list.append(torchsde.sdeint(sde, ys_list[-1], s_grid[i:i + 2], bm=bm, method=self.method, dt=dt,
+                                               options=options)[-1])
+            ys = torch.stack(ys_list if (record or callback is not None) else [ys_list[0], ys_list[-1]])
         ys = ys.reshape(ys.shape[0], B, *event)
-        self._check_finite(ys, grid if s_eval.shape[0] == grid.shape[0] else grid[[0, -1]])
+        self._check_finite(ys, grid if ys.shape[0] == grid.shape[0] else grid[[0, -1]])
         if callback is not None:
             for i in range(1, ys.shape[0]):
                 callback(i - 1, grid[i], ys[i])
@@ -102,8 +108,6 @@ class TorchSDE(Solver):
         finite = torch.isfinite(ys.reshape(ys.shape[0], -1)).all(dim=1)
         if not bool(finite.all()):
             i = int((~finite).nonzero()[0])
-            from ..errors import NonFiniteError
-
             raise NonFiniteError(
                 f"solver 'torchsde' ({self.method}): non-finite values by t = {float(times[i]):.6g}; "
                 "check the score function or use more steps"

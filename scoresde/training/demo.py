@@ -27,9 +27,9 @@ from .trainer import Trainer, load_model
 DEMO_SOLVERS = {
     "euler_maruyama": ("euler_maruyama", 500, {}),
     "pc": ("pc", 250, {"predictor": "reverse_diffusion", "corrector": "langevin", "snr": 0.16}),
-    "ode": ("ode", 100, {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4}),
+    "ode": ("ode", None, {"method": "dopri5", "rtol": 1e-4, "atol": 1e-4}),  # adaptive: picks its own steps
 }
-QUICK_STEPS = {"euler_maruyama": 200, "pc": 100, "ode": 50}
+QUICK_STEPS = {"euler_maruyama": 200, "pc": 100, "ode": None}
 
 
 @dataclass
@@ -199,7 +199,7 @@ def _run_demo(out, steps, seed, quick, data, device, progress, stream) -> DemoRe
     say(header)
     say("-" * len(header))
     for r in rows:
-        line = f"{r['solver']:<16}{r['steps']:>7}{r['nfe']:>7}{r['seconds']:>9.2f}{r['sliced_w2']:>11.4f}"
+        line = f"{r['solver']:<16}{r['steps'] or 'adapt':>7}{r['nfe']:>7}{r['seconds']:>9.2f}{r['sliced_w2']:>11.4f}"
         if exact is not None:
             line += f"{r['mean_log_p']:>12.3f}"
         say(line)

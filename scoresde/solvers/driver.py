@@ -1,0 +1,264 @@
+"""The sampling driver: :func:`solve` and :func:`sample`, and the validation of what they are given.
+
+The driver turns a solver name into an object, resolves the time grid (a name in
+:data:`~scoresde.solvers.grids.GRIDS`, a grid object or a tensor of times), draws the prior, runs the
+solver's ``integrate`` under ``no_grad`` and applies the final Tweedie denoising step.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any, Optional, Sequence, Type, Union
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from .._utils import as_time, resolve_shape
+from .._validation import finite_float, positive_int
+from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError, TimeRangeError, UnknownSolverError
+from ..score import ScoreFn, tweedie_denoise
+from ..sde.base import SDE
+from .base import Callback, CountedScore, GeneratorNoise, SampleResult, SolveContext, Solver
+from .grids import GRIDS, TimeGrid
+from .registry import SOLVERS
+
+GridLike = Union[str, TimeGrid, Tensor, Sequence[float]]
+
+
+def make_solver(solver: Union[str, Solver, Type[Solver]], **options: Any) -> Solver:
+    """Turn a solver name (a key of :data:`SOLVERS`), class or instance into an instance, validating the options."""
+    if isinstance(solver, Solver):
+        if options:
+            raise TypeError(
+                f"solver options {sorted(options)} were given with a solver object; set them on the object instead"
+            )
+        return solver
+    if isinstance(solver, str):
+        if solver not in SOLVERS:
+            raise UnknownSolverError(f"unknown solver {solver!r}; valid names are: {', '.join(sorted(SOLVERS))}")
+        cls = SOLVERS[solver]
+    elif isinstance(solver, type) and issubclass(solver, Solver):
+        cls = solver
+    else:
+        raise UnknownSolverError(
+            f"solver must be a name in scoresde.SOLVERS or a Solver, got {solver!r}; valid names are: {', '.join(sorted(SOLVERS))}"
+        )
+    params = inspect.signature(cls.__init__).parameters
+    accepts_kwargs = any(p.kind is p.VAR_KEYWORD for p in params.values())
+    valid = [n for n in params if n != "self" and params[n].kind is not params[n].VAR_KEYWORD]
+    unknown = [k for k in options if k not in valid]
+    if unknown and not accepts_kwargs:
+        raise TypeError(f"solver {cls.name!r} got unknown options {unknown}; it accepts: {', '.join(valid) or 'none'}")
+    return cls(**options)
+
+
+def make_grid(grid: Union[str, TimeGrid, type]) -> TimeGrid:
+    """Turn a grid name (a key of :data:`GRIDS`), class or object into a grid object."""
+    if isinstance(grid, TimeGrid):
+        return grid
+    if isinstance(grid, str):
+        if grid not in GRIDS:
+            raise ValueError(f"unknown grid {grid!r}; valid names are: {', '.join(GRIDS)} (or pass a tensor of times)")
+        return GRIDS[grid]()
+    if isinstance(grid, type) and issubclass(grid, TimeGrid):
+        return grid()
+    raise TypeError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a tensor of times, got {grid!r}")
+
+
+def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tensor]):
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+    if device is not None:
+        try:
+            device = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise TypeError(f"device must be a torch.device or a string like 'cpu' or 'cuda', got {device!r}") from None
+    if x_init is not None:
+        return (device if device is not None else x_init.device), (dtype or x_init.dtype)
+    if device is None or dtype is None:
+        params = getattr(score_fn, "parameters", None)
+        p = next(iter(params()), None) if callable(params) else None
+        if device is None:
+            device = p.device if p is not None else torch.device("cpu")
+        if dtype is None:  # a half-precision network still gets a float32 sampler state
+            full = p is not None and p.dtype in (torch.float32, torch.float64)
+            dtype = p.dtype if full else torch.get_default_dtype()
+    return torch.device(device), dtype
+
+
+def _grid_tensor(
+    solver: Solver, sde: SDE, grid: Optional[GridLike], steps: Optional[int], eps: Optional[float],
+    shape: torch.Size, start_at_T: bool,
+) -> Tensor:
+    """The decreasing float64 times ``[steps + 1]`` the solver runs on, validated."""
+    T = float(sde.T)
+    if grid is not None and not isinstance(grid, (str, TimeGrid, type)):  # explicit times
+        try:
+            times = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a 1-D tensor of times, got {grid!r}") from None
+        if times.ndim != 1 or times.shape[0] < 2:
+            raise ShapeError(f"a grid of times must be 1-D with steps + 1 >= 2 entries, got shape {tuple(times.shape)}")
+        if steps is not None and times.shape[0] != steps + 1:
+            raise ShapeError(f"a grid for steps={steps} must have steps + 1 = {steps + 1} times, got {times.shape[0]}")
+        if not bool(torch.isfinite(times).all()):
+            raise TimeRangeError("the grid holds NaN or infinite times")
+        if not bool((times.diff() < 0).all()):
+            raise TimeRangeError("the grid must be strictly decreasing (from T towards eps)")
+        if not (0 < float(times[-1]) and float(times[0]) <= T * (1 + 1e-12)):
+            raise TimeRangeError(f"grid times must lie in (0, T] = (0, {T}], got [{float(times[-1]):.6g}, {float(times[0]):.6g}]")
+        if start_at_T and abs(float(times[0]) - T) > 1e-9 * T:
+            raise TimeRangeError(
+                f"the grid must start at T = {T} when sampling from the prior, got {float(times[0]):.6g}; "
+                "to start later, pass x_init (the state at grid[0])"
+            )
+        if eps is not None and abs(float(times[-1]) - eps) > 1e-12:
+            raise TimeRangeError(f"eps={eps} differs from the grid's last time {float(times[-1]):.6g}; give one of them")
+        return times
+    eps = solver.default_eps if eps is None else eps
+    if not (0.0 < eps < T):
+        raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
+    if steps is None:
+        steps = solver.steps_for(sde, shape, eps)
+    g = make_grid(solver.default_grid if grid is None else grid)
+    times = g(sde, steps, eps)
+    if times.shape != (steps + 1,) or not bool((times.diff() < 0).all()):
+        raise TimeRangeError(f"grid {g!r} did not give {steps + 1} strictly decreasing times for steps={steps}, eps={eps}")
+    return times
+
+
+def solve(
+    sde: SDE,
+    score_fn: ScoreFn,
+    shape: Optional[Sequence[int]],
+    solver: Union[str, Solver, Type[Solver]] = "euler_maruyama",
+    steps: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    dtype: Optional[torch.dtype] = None,
+    *,
+    grid: Optional[GridLike] = None,
+    eps: Optional[float] = None,
+    denoise: Optional[bool] = None,
+    x_init: Optional[Tensor] = None,
+    record_trajectory: bool = False,
+    callback: Optional[Callback] = None,
+    **solver_options: Any,
+) -> SampleResult:
+    """Sample from the model by integrating backwards from the prior; return samples and statistics.
+
+    Args:
+        sde: the forward SDE.
+        score_fn: ``score_fn(x, t) -> Tensor`` shaped like ``x`` (``x`` ``[B, *event]``, ``t`` ``[B]``).
+        shape: sample shape ``[B, *event]`` (may be ``None`` when ``x_init`` is given).
+        solver: a name in :data:`scoresde.SOLVERS`, a :class:`Solver` class, or a solver object.
+        steps: number of solver steps (per-solver default when ``None``; the grid's length when
+            ``grid`` is a tensor).
+        generator: the source of all randomness (prior draw and solver noise).
+        device, dtype: where and in what precision to sample; default to ``x_init``'s, then to the
+            score function's parameters', then to CPU and the default dtype.
+        grid: the time grid: a name in :data:`scoresde.GRIDS` (``"uniform"``, ``"quadratic"``,
+            ``"log_snr"``, ``"karras"``), a :class:`~scoresde.solvers.grids.TimeGrid` object (e.g.
+            ``Karras(rho=5)``), or a 1-D tensor of ``steps + 1`` strictly decreasing times from ``T``
+            (or, with ``x_init``, any start in ``(0, T]``) to ``eps``. Default: the solver's ``default_grid``.
+        eps: the final time (per-solver default, usually ``1e-3``; the last time of a tensor grid).
+        denoise: apply the final Tweedie step ``x <- (x + std^2 score) / scale`` at ``eps``
+            (default: the solver's ``denoise_default`` when the SDE has a kernel).
+        x_init: start from this ``[B, *event]`` tensor at the grid's first time instead of a prior draw.
+        record_trajectory: keep the states on the time grid in :attr:`SampleResult.trajectory`.
+        callback: called as ``callback(i, t_next, x)`` after every step.
+        **solver_options: passed to the solver class when ``solver`` is a name or class.
+
+    Returns:
+        A :class:`SampleResult`.
+
+    Raises:
+        UnknownSolverError: ``solver`` is not a name in :data:`scoresde.SOLVERS` or a :class:`Solver`.
+        IncompatibleSDEError: the solver, the grid (or ``denoise=True``) needs a closed-form kernel the SDE lacks.
+        ShapeError: a bad ``shape``, ``x_init`` or grid length, or a score function whose output is
+            not shaped like ``x`` or not on its device.
+        TimeRangeError: ``eps`` outside ``(0, T)``; a grid that is not strictly decreasing or leaves ``(0, T]``.
+        ValueError: ``steps`` that is not a positive integer; ``steps``/``grid`` with an adaptive
+            solver that chooses its own steps (unless recording the trajectory or calling back).
+        TypeError: a ``generator`` that is not a ``torch.Generator``, a non-floating ``dtype``, an
+            ``x_init`` that is not a tensor.
+        NonFiniteError: NaN or infinity appeared during sampling.
+    """
+    solver_obj = make_solver(solver, **solver_options)
+    solver_obj.check_sde(sde)
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(
+            f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got {generator!r}"
+        )
+    if x_init is not None:
+        if isinstance(x_init, np.ndarray):
+            raise TypeError("x_init must be a torch.Tensor, got a NumPy array; convert it with torch.from_numpy(x_init)")
+        if not isinstance(x_init, Tensor):
+            raise TypeError(f"x_init must be a torch.Tensor [B, *event], got {type(x_init).__name__}")
+        if not x_init.dtype.is_floating_point:
+            raise TypeError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
+        if shape is not None and resolve_shape(shape) != x_init.shape:
+            raise ShapeError(f"shape {tuple(resolve_shape(shape))} and x_init's shape {tuple(x_init.shape)} differ; give one")
+        shape = resolve_shape(x_init.shape)
+    elif shape is None:
+        raise ShapeError("give the sample shape (B, *event) or x_init")
+    else:
+        shape = resolve_shape(shape)
+    device, dtype = _infer_device_dtype(score_fn, device, dtype, x_init)
+    steps = positive_int(steps, "steps", allow_none=True)
+    eps = finite_float(eps, "eps", allow_none=True)
+    if solver_obj.adaptive and (steps is not None or grid is not None) and not (record_trajectory or callback):
+        raise ValueError(
+            f"solver {solver_obj.name!r} ({getattr(solver_obj, 'method', 'adaptive')}) chooses its own steps: steps and grid "
+            "only set the output times of a recorded trajectory or callback. Set rtol/atol to control its accuracy, "
+            "or pick a fixed-step method (e.g. method='rk4') to use steps"
+        )
+    times = _grid_tensor(solver_obj, sde, grid, steps, eps, shape, start_at_T=x_init is None)
+    if denoise is None:
+        denoise = solver_obj.denoise_default and sde.has_kernel
+    elif denoise and not sde.has_kernel:
+        raise IncompatibleSDEError(
+            f"denoise=True needs a closed-form Gaussian kernel, which {type(sde).__name__} lacks; pass denoise=False"
+        )
+
+    score = CountedScore(score_fn)
+    noise = GeneratorNoise(generator)
+    ctx = SolveContext(sde=sde, score=score, noise=noise)
+    with torch.no_grad():
+        if x_init is None:
+            x = noise.prior(sde, shape, device, dtype)
+        else:
+            x = x_init.to(device=device, dtype=dtype)
+        grid_t = times.to(device=device, dtype=dtype)
+        x, states = solver_obj.integrate(ctx, x, grid_t, record_trajectory, callback)
+        if denoise:
+            x = tweedie_denoise(sde, score, x, as_time(grid_t[-1], x, check_range=False))
+            if not bool(torch.isfinite(x).all()):
+                raise NonFiniteError(f"non-finite values after the final denoising step at t = {float(grid_t[-1]):.6g}")
+    trajectory = torch.stack(states) if states is not None else None
+    return SampleResult(samples=x, nfe=score.nfe, times=grid_t, trajectory=trajectory)
+
+
+def sample(
+    sde: SDE,
+    score_fn: ScoreFn,
+    shape: Optional[Sequence[int]],
+    solver: Union[str, Solver, Type[Solver]] = "euler_maruyama",
+    steps: Optional[int] = None,
+    generator: Optional[torch.Generator] = None,
+    device: Optional[Union[str, torch.device]] = None,
+    dtype: Optional[torch.dtype] = None,
+    **options: Any,
+) -> Tensor:
+    """Draw samples ``[B, *event]`` from the model; see :func:`solve` for every argument.
+
+    Example:
+        >>> import torch, scoresde
+        >>> sde = scoresde.VPSDE()
+        >>> score = lambda x, t: -x  # N(0, I) data: the diffused marginal stays N(0, I)
+        >>> x = scoresde.sample(sde, score, (4, 2), solver="ddim", steps=10, generator=torch.Generator().manual_seed(0))
+        >>> x.shape
+        torch.Size([4, 2])
+    """
+    return solve(sde, score_fn, shape, solver, steps, generator, device, dtype, **options).samples
