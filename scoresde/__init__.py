@@ -18,7 +18,7 @@ from .errors import (
     TimeRangeError,
     UnknownSolverError,
 )
-from .inpaint import inpaint
+from .inpainting import inpaint
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE

@@ -225,7 +225,7 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     import torch
 
     from .errors import MaskError, ShapeError
-    from .inpaint import check_inpainting_inputs, inpaint
+    from .inpainting import check_inpainting_inputs, inpaint
     from .training import load_model
 
     cli = _cli()

@@ -31,7 +31,7 @@ from torch import Tensor
 
 from ._utils import append_dims, batch_sum, randn
 from .errors import IncompatibleSDEError
-from .inpaint import check_inpainting_inputs
+from .inpainting import check_inpainting_inputs
 from .score import ScoreFn
 from .sde.base import SDE
 

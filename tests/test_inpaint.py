@@ -19,7 +19,7 @@ import scoresde
 from scoresde import VPSDE
 from scoresde.errors import IncompatibleSDEError, MaskError, ShapeError
 from scoresde.exact import Gaussian, GaussianMixture
-from scoresde.inpaint import Inpaint
+from scoresde.inpainting import Inpaint
 from scoresde.nets import MLP
 from scoresde.solvers import StepSolver
 
