@@ -345,7 +345,10 @@ class DSMLoss:
     @property
     def config(self) -> Dict[str, Any]:
         """The options as a dict (without the SDE)."""
-        return dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
+        opts = dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
+        if self.p_uncond:
+            opts["p_uncond"] = self.p_uncond
+        return opts
 
     def __call__(
         self, model: Any, x0: Tensor, generator: Optional[torch.Generator] = None, *,
