@@ -163,3 +163,20 @@ def test_solver_and_model_errors():
     net = scoresde.NetworkScore(MLP(2, hidden=8, depth=1), SDE)
     with pytest.raises(ShapeError, match="x_known"):
         scoresde.inpaint(SDE, net, torch.zeros(4, 3), MASK, steps=2)
+
+
+def test_exact_gaussian_conditional_formula():
+    """Two dimensions by hand: x1 | x0 ~ N(m1 + c / v0 (x0 - m0), v1 - c^2 / v0); at time t the same for C_t."""
+    g = Gaussian(torch.tensor([1.0, -2.0], dtype=torch.float64), torch.tensor([[2.0, 0.6], [0.6, 0.5]], dtype=torch.float64))
+    x = torch.tensor([[3.0, float("nan")], [0.0, float("nan")]], dtype=torch.float64)
+    mean, cov = g.conditional(x, torch.tensor([1, 0]))
+    torch.testing.assert_close(mean[:, 1], -2.0 + 0.6 / 2.0 * (x[:, 0] - 1.0))
+    torch.testing.assert_close(mean[:, 0], x[:, 0])
+    torch.testing.assert_close(cov[:, 1, 1], torch.full((2,), 0.5 - 0.36 / 2.0, dtype=torch.float64))
+    assert float(cov[:, 0].abs().max()) == 0.0
+    t = torch.tensor([0.4], dtype=torch.float64)
+    (scale,), (std,) = SDE.marginal_coeffs(t)
+    v0, v1, c = scale**2 * 2.0 + std**2, scale**2 * 0.5 + std**2, scale**2 * 0.6
+    mean_t, cov_t = g.conditional(x, torch.tensor([1, 0]), SDE, 0.4)
+    torch.testing.assert_close(mean_t[:, 1], scale * -2.0 + c / v0 * (x[:, 0] - scale * 1.0))
+    torch.testing.assert_close(cov_t[0, 1, 1], v1 - c**2 / v0)
