@@ -26,8 +26,8 @@ from torch import Tensor
 from ._utils import append_dims
 from .errors import LabelError, ShapeError
 
-#: A label value that selects the unconditional (null) label of a class-conditional network, per sample.
 NULL_LABEL = -1
+"""A label value that selects the unconditional (null) label of a class-conditional network, per sample."""
 
 CondScoreFn = Callable[[Tensor, Tensor, Optional[Tensor]], Tensor]
 Labels = Union[int, Tensor]

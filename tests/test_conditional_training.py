@@ -24,7 +24,7 @@ def gmm_run(tmp_path_factory):
 
 
 def test_class_conditional_mlp_puts_class_k_samples_in_component_k(gmm_run):
-    """Measured: after 300 steps every class puts 98-100% of its samples in its own component."""
+    """Measured while choosing the length: 85-98% per class after 150 steps, 100% for every class after 600."""
     sde, score, cfg = load_model(gmm_run)
     assert cfg.conditional and cfg.net_kwargs["num_classes"] == 8 and score.num_classes == 8
     gmm = toy_gmm()

@@ -92,8 +92,9 @@ def test_images_with_a_mask_shared_by_the_batch():
 
 def test_replacement_is_biased_and_resampling_removes_the_bias():
     """Measured (n = 2000, Euler-Maruyama, 100 steps; exact mean (0.40, 0.50), variances (0.19, 0.75)):
-    resample=1 gives a mean near (0.12, 0.16) and variances near (0.31, 0.89), tens of standard errors
-    off; resample=8 is within the sampling error."""
+    resample=1 gives a mean near (0.12, 0.17) and variances near (0.32, 0.90), tens of standard errors
+    off; resample=8 comes to (0.37, 0.43) and (0.19, 0.75), within 5 standard errors at n = 4000
+    (benchmarks/results/conditional.md)."""
     n = 2000
     mean, cov = exact_conditional()
     kw = dict(solver="euler_maruyama", steps=100, generator=torch.Generator().manual_seed(0))
@@ -109,7 +110,8 @@ def test_replacement_is_biased_and_resampling_removes_the_bias():
 
 def test_smc_error_shrinks_with_the_number_of_particles():
     """The weighted-particle estimate of the conditional mean: its mean squared error over R problems
-    falls with P (measured: about 0.9 at P = 4, 0.1 at P = 64, 0.04 at P = 256), its average lies within
+    falls with P (measured, benchmarks/results/conditional.md: 0.75 at P = 4, 0.42 at 16, 0.10 at 64,
+    0.029 at 256), its average lies within
     the sampling error of the exact mean, and the evidence estimate exp(log Z) is unbiased."""
     R, eps = 200, 1e-3
     mean, _ = exact_conditional(t=eps)
