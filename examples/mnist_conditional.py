@@ -47,7 +47,7 @@ def find_mnist(data_dir: Optional[str]) -> Optional[str]:
 
 
 def train_conditional_mnist(data_dir: str, run_dir: str, quick: bool, steps: Optional[int], device: str, seed: int = 0):
-    """Train (or resume up to ``steps``) the class-conditional U-Net; returns ``(sde, score, config)``."""
+    """Train (or resume up to ``steps``) the class-conditional U-Net; returns ``(sde, score, config, trained_steps)``."""
     config = TrainConfig(
         data="mnist", data_dir=data_dir, n_train=512 if quick else None, sde="vp", net="unet",
         net_kwargs=dict(channels=8 if quick else 16, channel_mults=[1, 2] if quick else [1, 2, 2], num_res_blocks=1,
@@ -60,7 +60,7 @@ def train_conditional_mnist(data_dir: str, run_dir: str, quick: bool, steps: Opt
     t0 = time.perf_counter()
     result = Trainer(config, resume=True, progress=False).train()
     print(f"trained to step {result.step} ({time.perf_counter() - t0:.0f} s this call)")
-    return load_model(run_dir, device=device)
+    return (*load_model(run_dir, device=device), result.step)
 
 
 def parser(doc: str) -> argparse.ArgumentParser:
@@ -88,7 +88,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 0
     torch.set_num_threads(min(2, torch.get_num_threads()))
     tmp = tempfile.TemporaryDirectory() if args.quick else None
-    sde, score, cfg = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
+    sde, score, cfg, trained = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
                                               args.device, args.seed)
 
     # one row per digit: labels 0,0,...,1,1,... for a [10 * per_row] batch
@@ -118,7 +118,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ax.set_xticks([])
     n_params = sum(p.numel() for p in score.parameters())
     fig.suptitle(f"MNIST, one row per digit: class-conditional U-Net ({n_params / 1e6:.2f}M parameters, "
-                 f"{cfg.steps} steps of batch {cfg.batch_size}, p_uncond {cfg.p_uncond})", fontsize=10)
+                 f"{trained} steps of batch {cfg.batch_size}, p_uncond {cfg.p_uncond})", fontsize=10)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
