@@ -8,11 +8,16 @@ from . import errors, guidance
 from ._utils import append_dims
 from .errors import (
     DataError,
+    DistributedError,
     IncompatibleSDEError,
     IntegrationError,
     LabelError,
     MaskError,
     NonFiniteError,
+    OptionError,
+    OutputError,
+    ResourceLimitError,
+    RunLockedError,
     ScoreSDEError,
     ShapeError,
     TimeRangeError,
@@ -33,7 +38,8 @@ __all__ = [
     "NetworkScore", "as_score_fn", "tweedie_denoise",
     "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
     "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
-    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError",
+    "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError", "OptionError",
+    "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
     "guidance", "inpaint", "smc_inpaint", "SMCResult", "LabelError", "MaskError",
 ]

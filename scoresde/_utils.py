@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+import os
 from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
-from .errors import ShapeError, TimeRangeError
+from ._validation import _is_integral, check_generator
+from .errors import OptionError, ResourceLimitError, ShapeError, TimeRangeError
 
 Number = Union[float, int]
 
@@ -58,42 +62,105 @@ def as_time(t: Union[Tensor, Number], x: Tensor, T: float = 1.0, check_range: bo
     outside ``[0, T]``.
     """
     B = x.shape[0]
+    # Times are always floating point: an integer x must not truncate t = 0.5 to 0.
+    dtype = x.dtype if x.is_floating_point() else torch.get_default_dtype()
     if not isinstance(t, Tensor):
-        t = torch.full((B,), float(t), device=x.device, dtype=x.dtype)
+        if isinstance(t, bool) or not isinstance(t, numbers.Real):
+            raise TimeRangeError(f"t must be a number or a tensor of times, got {type(t).__name__}")
+        t = torch.full((B,), float(t), device=x.device, dtype=dtype)
     elif t.ndim == 0:
-        t = t.to(device=x.device, dtype=x.dtype).expand(B)
+        t = t.to(device=x.device, dtype=dtype).expand(B)
     elif t.shape != (B,):
         raise ShapeError(f"t must have shape [B] = [{B}] (one time per sample), got {tuple(t.shape)}")
     else:
-        t = t.to(device=x.device, dtype=x.dtype)
+        t = t.to(device=x.device, dtype=dtype)
     if check_range:
         check_time_range(t, T)
     return t
 
 
 def check_time_range(t: Tensor, T: float = 1.0) -> None:
-    """Raise :class:`TimeRangeError` if any entry of ``t`` lies outside ``[0, T]``.
+    """Raise :class:`TimeRangeError` if any entry of ``t`` lies outside ``[0, T]`` or is NaN.
 
     This reads one boolean back from the device; call it at API boundaries, not in hot loops.
     """
-    if t.numel() and (bool((t < 0).any()) or bool((t > T).any())):
-        lo, hi = float(t.min()), float(t.max())
-        raise TimeRangeError(f"t must lie in [0, T] = [0, {T}], got values in [{lo:.6g}, {hi:.6g}]")
+    if not t.numel():
+        return
+    if bool(((t >= 0) & (t <= T)).all()):  # one read-back; NaN fails both comparisons
+        return
+    if bool(torch.isnan(t).any()):
+        raise TimeRangeError(f"t holds NaN ({int(torch.isnan(t).sum())} of {t.numel()} entries); times must lie in [0, {T}]")
+    lo, hi = float(t.min()), float(t.max())
+    raise TimeRangeError(f"t must lie in [0, T] = [0, {T}], got values in [{lo:.6g}, {hi:.6g}]")
 
 
-def resolve_shape(shape: Union[Sequence[int], torch.Size]) -> torch.Size:
-    """Validate a sample shape ``[B, *event]`` given as a sequence of positive ints."""
-    try:
-        size = torch.Size([int(s) for s in shape])
-    except (TypeError, ValueError):
-        raise ShapeError(f"shape must be a sequence of ints like (B, D) or (B, C, H, W), got {shape!r}") from None
+def resolve_shape(shape: Union[Sequence[int], torch.Size], itemsize: int = 4) -> torch.Size:
+    """Validate a sample shape ``[B, *event]`` given as a sequence of positive ints.
+
+    Strings (``"42"`` is not ``(4, 2)``), non-integral entries (``2.5``), bools and NaN are refused,
+    not truncated; so is a shape whose tensor of ``itemsize``-byte entries would exceed
+    :func:`memory_limit_bytes` (:class:`~scoresde.errors.ResourceLimitError`).
+    """
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, (Sequence, torch.Size)):
+        raise ShapeError(f"shape must be a sequence of ints like (B, D) or (B, C, H, W), got {shape!r}")
+    entries = []
+    for s in shape:
+        if isinstance(s, Tensor) and s.numel() == 1 and not s.is_floating_point() and s.dtype != torch.bool:
+            s = int(s)
+        if isinstance(s, bool) or not _is_integral(s):
+            raise ShapeError(f"shape must be a sequence of ints like (B, D) or (B, C, H, W), got {shape!r} (entry {s!r})")
+        entries.append(int(s))
+    size = torch.Size(entries)
     if len(size) < 2 or any(s <= 0 for s in size):
         raise ShapeError(f"shape must be (B, *event) with every entry positive and at least one event dim, got {tuple(size)}")
+    check_memory(math.prod(size) * itemsize, f"a tensor of shape {tuple(size)}")
     return size
+
+
+# --------------------------------------------------------------------------- memory bounds
+#: Environment variable that sets the memory bound (bytes) used by :func:`check_memory`.
+MEMORY_LIMIT_ENV = "SCORESDE_MAX_BYTES"
+
+
+def memory_limit_bytes() -> int:
+    """Largest allocation (bytes) a single request may ask for.
+
+    ``$SCORESDE_MAX_BYTES`` when set, else the machine's physical memory (asking for more can only
+    swap or be killed). Used to refuse absurd networks, arrays and sample shapes up front.
+    """
+    env = os.environ.get(MEMORY_LIMIT_ENV)
+    if env:
+        try:
+            return max(1, int(float(env)))
+        except ValueError:
+            raise OptionError(f"${MEMORY_LIMIT_ENV} must be a number of bytes, got {env!r}") from None
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):  # not POSIX: a generous fixed bound
+        return 64 * 2**30
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KB", "MB", "GB", "TB", "PB"):
+        if n < 1024 or unit == "PB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{int(n)} B"
+        n /= 1024
+    return f"{n:.1f} PB"  # pragma: no cover
+
+
+def check_memory(nbytes: int, what: str, hint: str = "") -> None:
+    """Raise :class:`ResourceLimitError` if ``nbytes`` exceeds :func:`memory_limit_bytes`."""
+    limit = memory_limit_bytes()
+    if nbytes > limit:
+        raise ResourceLimitError(
+            f"{what} would need {_human(nbytes)}, more than the limit of {_human(limit)} "
+            f"(the machine's memory, or ${MEMORY_LIMIT_ENV}); refused before allocating" + (f". {hint}" if hint else "")
+        )
 
 
 def seed_from_generator(generator: Optional[torch.Generator]) -> int:
     """Draw a 62-bit integer seed from ``generator`` (or the global RNG when ``None``)."""
+    check_generator(generator)
     device = generator.device if generator is not None else "cpu"
     return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
 
@@ -109,6 +176,9 @@ def randn(
     The noise is drawn on the generator's own device (so a CPU generator gives the same bits
     whatever the target device) and then moved to ``device`` if that differs.
     """
+    check_generator(generator)
+    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
     if generator is None or torch.device(generator.device).type == torch.device(device or "cpu").type:
         return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
     return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)

@@ -61,6 +61,14 @@ def _positive_int(s: str) -> int:
     return v
 
 
+def _thread_count(s: str) -> int:
+    v = _positive_int(s)
+    limit = 4 * (os.cpu_count() or 1)
+    if v > limit:
+        raise argparse.ArgumentTypeError(f"expected at most {limit} threads (4 per CPU core), got {s!r}")
+    return v
+
+
 def _nonneg_int(s: str) -> int:
     try:
         v = int(s)
@@ -82,6 +90,16 @@ def _int_from(minimum: int):
         return v
 
     return parse
+
+
+def _seed(s: str) -> int:
+    try:
+        v = int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63 - 1], got {s!r}") from None
+    if not 0 <= v <= 2**63 - 1:
+        raise argparse.ArgumentTypeError(f"expected an integer seed in [0, 2**63 - 1], got {s!r}")
+    return v
 
 
 def _positive_float(s: str) -> float:
@@ -121,7 +139,7 @@ def _key_value(s: str) -> tuple:
 def build_parser() -> argparse.ArgumentParser:
     """The ``scoresde`` argument parser with its four sub-commands."""
     from . import __version__
-    from .solvers import SOLVERS
+    from .solvers import GRIDS, SOLVERS
 
     p = argparse.ArgumentParser(
         prog="scoresde",
@@ -131,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--threads", type=_positive_int,
+    common.add_argument("--threads", type=_thread_count,
                         help="torch CPU threads (1 is often fastest for small networks and on shared machines)")
 
     # ---- train
@@ -163,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-schedule", choices=["constant", "cosine"], help="after warm-up (default: constant)")
     t.add_argument("--grad-clip", type=_nonneg_float, help="gradient-norm clipping, 0 = off (default: 1)")
     t.add_argument("--ema-decay", type=float, help="EMA decay in [0, 1) (default: 0.999 vectors, 0.9999 images)")
-    t.add_argument("--seed", type=_nonneg_int, help="random seed (default: 0)")
+    t.add_argument("--seed", type=_seed, help="random seed (default: 0)")
     t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
     t.add_argument("--out", help="output directory (default: run)")
     t.add_argument("--checkpoint-every", type=_positive_int, help="checkpoint interval in steps")
@@ -187,7 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--checkpoint", default="run", help="run directory or checkpoint file (default: run)")
     s.add_argument("--solver", default="ode", choices=sorted(SOLVERS), help="sampler (default: ode)")
     s.add_argument("--num", type=_positive_int, help="number of samples (default: 1000 vectors, 64 images)")
-    s.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     s.add_argument("--out", default="samples.npy", help="FILE.npy (raw model-space array) or FILE.png (figure)")
     s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--batch-size", type=_positive_int, help="samples per solver call (default: all at once)")
@@ -195,6 +213,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--steps", type=_positive_int, help="solver steps (solver default when omitted)")
     s.add_argument("--eps", type=_positive_float, help="final time of the reverse process")
     s.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
+    s.add_argument("--grid", choices=sorted(GRIDS), help="time grid (default: the solver's own)")
     g = s.add_argument_group("solver options (each only for the solvers that take it)")
     g.add_argument("--snr", type=_positive_float, help="Langevin corrector signal-to-noise ratio (pc, langevin)")
     g.add_argument("--corrector-steps", type=_nonneg_int, help="Langevin steps per time step (pc, langevin)")
@@ -208,6 +227,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--steps-per-level", type=_positive_int, help="Langevin steps per noise level (annealed_langevin)")
     g.add_argument("--step-ratio", type=_positive_float, help="Langevin step size over sigma^2 (annealed_langevin)")
     add_guidance_flags(s)
+    g.add_argument("--solver-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="any other option of the solver's class, e.g. --solver-arg order=3 (repeatable)")
 
     # ---- likelihood
     lk = sub.add_parser(
@@ -227,9 +248,12 @@ def build_parser() -> argparse.ArgumentParser:
     lk.add_argument("--rtol", type=_positive_float, default=1e-5, help="relative tolerance (default: 1e-5)")
     lk.add_argument("--atol", type=_positive_float, default=1e-5, help="absolute tolerance (default: 1e-5)")
     lk.add_argument("--eps", type=_positive_float, default=1e-5, help="start time of the ODE (default: 1e-5)")
+    lk.add_argument("--max-steps", type=_positive_int, default=10_000,
+                    help="cap on the adaptive solver's steps per batch (default: 10000); raise it for stiff models")
+    lk.add_argument("--steps", type=_positive_int, help="uniform steps of a fixed-step --method (euler, midpoint, heun, rk4, ...)")
     lk.add_argument("--repeats", type=_positive_int, default=1, help="dequantization draws for discrete data (default: 1)")
     lk.add_argument("--batch-size", type=_positive_int, default=256, help="examples per ODE solve (default: 256)")
-    lk.add_argument("--seed", type=_nonneg_int, default=0, help="seed of probes and dequantization noise")
+    lk.add_argument("--seed", type=_seed, default=0, help="seed of probes and dequantization noise")
     lk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     lk.add_argument("--raw-weights", action="store_true", help="use the raw weights instead of the EMA")
     lk.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
@@ -243,7 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--out", default="demo", help="output directory (default: demo)")
     d.add_argument("--steps", type=_positive_int, help="training steps (default: 3000; 2000 with --quick)")
-    d.add_argument("--seed", type=_nonneg_int, default=0, help="random seed (default: 0)")
+    d.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     d.add_argument("--data", default="gmm", choices=["gmm", "moons", "swiss_roll", "checkerboard", "rings"],
                    help="toy set (default: gmm, whose entropy is known)")
     d.add_argument("--quick", action="store_true", help="a smaller, faster run")
@@ -276,8 +300,9 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.net_arg:
         given["net_kwargs"] = dict(args.net_arg)
     out = Path(given.get("out", TrainConfig.out))
-    if args.resume and (out / LATEST).exists():
-        base = read_config(out)
+    saved = _saved_run_config(out) if args.resume and not (out / LATEST).exists() else None
+    if args.resume and ((out / LATEST).exists() or saved is not None):
+        base = read_config(out) if saved is None else saved
         if "net_kwargs" in given:
             given["net_kwargs"] = {**base.net_kwargs, **given["net_kwargs"]}
         if "sde_kwargs" in given:
@@ -315,6 +340,33 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _saved_run_config(out: Path):
+    """The configuration in ``out/config.json`` of a run that died before its first checkpoint (or ``None``)."""
+    from .training import TrainConfig
+    from .training.trainer import CONFIG_FILE
+
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        cfg = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot resume {out}: its {CONFIG_FILE} is unreadable ({e}); use a new --out") from None
+    if _is_main_process():
+        print(f"scoresde: note: {out} has no checkpoint yet; restarting its run from step 0 with its {CONFIG_FILE}", file=sys.stderr)
+    return cfg
+
+
+def _literal(raw: str) -> Any:
+    """A command-line value as a Python literal (number, bool, None, string, tuple), else the string itself."""
+    import ast
+
+    try:
+        return ast.literal_eval(raw.strip())
+    except (ValueError, SyntaxError):
+        return raw.strip()
+
+
 def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     """The solver options given on the command line, checked against what ``solver`` takes."""
     from .solvers import SOLVERS
@@ -330,6 +382,14 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
             opts[name] = value
         else:
             rejected.append("--" + dest.replace("_", "-"))
+    for item in getattr(args, "solver_arg", None) or []:
+        key, sep, raw = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise UserError(f"--solver-arg takes KEY=VALUE, got {item!r}")
+        if key not in accepted:
+            raise UserError(f"solver {solver!r} has no option {key!r}; its options: {', '.join(accepted) or 'none'}")
+        opts[key] = _literal(raw)
     if rejected:
         takes = ", ".join("--" + n.replace("_", "-") for n in accepted if n in SOLVER_FLAGS.values())
         raise UserError(
@@ -339,6 +399,30 @@ def _solver_options(args: argparse.Namespace, solver: str) -> Dict[str, Any]:
     return opts
 
 
+def _save_npy_atomically(path: Path, array) -> None:
+    """``np.save`` through a temporary file renamed into place: a full disk never leaves a truncated ``.npy``."""
+    import numpy as np
+
+    tmp = path.parent / f".{path.name}.tmp.{os.getpid()}"
+    try:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+        raise
+
+
+def _check_sample_size(n: int, event: tuple) -> None:
+    """Refuse up front a request whose samples alone would not fit in memory (``--num 10**12``)."""
+    from ._utils import check_memory
+
+    check_memory(n * math.prod(event) * 4, f"{n:,} samples of shape {event}", "Ask for fewer samples (--num)")
+
+
 def _device(name: str):
     from .training.distributed import resolve_device
 
@@ -346,7 +430,6 @@ def _device(name: str):
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
     from .solvers import make_solver, solve
@@ -362,6 +445,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     event = tuple(cfg.event_shape)
     n = args.num or (64 if len(event) == 3 else 1000)
     batch = args.batch_size or n
+    _check_sample_size(n, event)
     try:
         solver = make_solver(args.solver, **opts)
     except (TypeError, ValueError) as e:
@@ -372,14 +456,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     for start in range(0, n, batch):
         b = min(batch, n - start)
         res = solve(sde, score, (b, *event), solver=solver, steps=args.steps, generator=gen, device=device,
-                    eps=args.eps, denoise=False if args.no_denoise else None)
+                    eps=args.eps, denoise=False if args.no_denoise else None, grid=args.grid)
         chunks.append(res.samples.float().cpu())
         nfe += res.nfe
     seconds = time.perf_counter() - t0
     x = torch.cat(chunks)
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
-        np.save(out, x.numpy())
+        _save_npy_atomically(out, x.numpy())
     else:
         from .training.plotting import save_samples_figure
 
@@ -424,7 +508,15 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
         )
     if args.trace == "exact" and args.n_probes != 1:
         raise UserError("--n-probes applies to --trace hutchinson only")
-    options = dict(eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol, trace=args.trace)
+    from .solvers.odeint import ADAPTIVE_METHODS, FIXED_METHODS
+
+    if args.method not in ADAPTIVE_METHODS and args.method not in FIXED_METHODS:
+        raise UserError(f"unknown ODE method {args.method!r}; valid methods: {', '.join([*ADAPTIVE_METHODS, *FIXED_METHODS])}")
+    if args.steps is not None and args.method in ADAPTIVE_METHODS:
+        raise UserError(f"--steps applies to fixed-step methods ({', '.join(FIXED_METHODS)}); {args.method} chooses its "
+                        "own steps (set --rtol/--atol, cap them with --max-steps)")
+    options = dict(eps=args.eps, method=args.method, rtol=args.rtol, atol=args.atol, trace=args.trace,
+                   max_steps=args.max_steps, steps=args.steps)
     if args.trace == "hutchinson":
         options["n_probes"] = args.n_probes
     gen = torch.Generator(device=device).manual_seed(args.seed)
@@ -497,9 +589,20 @@ def main(argv: Optional[List[str]] = None) -> int:
         if _is_main_process():
             print(f"scoresde: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as e:  # disk full, read-only or missing directories, a file where a folder belongs, ...
+        if _is_main_process():
+            print(f"scoresde: error: {_os_error_text(e)}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("scoresde: interrupted", file=sys.stderr)
         return 130
+
+
+def _os_error_text(e: OSError) -> str:
+    """One line for an operating-system error: what failed, on which path."""
+    what = e.strerror or str(e) or type(e).__name__
+    where = " -> ".join(str(p) for p in (e.filename, e.filename2) if p is not None)
+    return f"{where}: {what}" if where else what
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -53,3 +53,30 @@ class LabelError(ScoreSDEError, ValueError):
 
 class MaskError(ScoreSDEError, ValueError):
     """An inpainting mask of the wrong shape or with values other than 0 and 1."""
+
+
+class OptionError(ScoreSDEError, ValueError, TypeError):
+    """An argument or option has an invalid value or type (a non-integer step count, an unknown grid,
+    a generator that is not a ``torch.Generator``, a solver option the solver does not take).
+
+    It is both a ``ValueError`` and a ``TypeError``, so either ``except`` clause catches it.
+    """
+
+
+class ResourceLimitError(ScoreSDEError, MemoryError):
+    """A request would need far more memory than allowed (a huge network, a file whose header claims a huge array).
+
+    Raised before anything is allocated; the message says how much was asked for and what the limit is.
+    """
+
+
+class RunLockedError(ScoreSDEError, RuntimeError):
+    """Another live process holds the run directory (its pid and host are in the message)."""
+
+
+class OutputError(ScoreSDEError, OSError):
+    """An output file or directory cannot be written (disk full, read-only, a file where a directory belongs)."""
+
+
+class DistributedError(ScoreSDEError, RuntimeError):
+    """A multi-process run failed: a process did not answer within the collective timeout, or the group broke."""

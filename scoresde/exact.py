@@ -143,6 +143,12 @@ class GaussianMixture:
             stds = append_dims(stds.expand(means.shape[0]), means.ndim).expand_as(means)
         if stds.shape != means.shape:
             raise ShapeError(f"stds must be [K] or shaped like means {tuple(means.shape)}, got {tuple(stds.shape)}")
+        if not (bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and float(weights.sum()) > 0):
+            raise ValueError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
+        if not (bool(torch.isfinite(stds).all()) and bool((stds > 0).all())):
+            raise ValueError("stds must be finite and positive")
+        if not bool(torch.isfinite(means).all()):
+            raise ValueError("means must be finite")
         self.weights = weights / weights.sum()
         self.means, self.stds = means, stds.clone()
         self.event_shape = means.shape[1:]

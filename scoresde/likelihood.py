@@ -30,8 +30,9 @@ from typing import Any, Callable, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ._utils import batch_sum, check_batch, event_numel, randn
-from .errors import DataError, NonFiniteError, ShapeError, TimeRangeError
+from ._utils import batch_sum, check_batch, check_memory, event_numel, randn
+from ._validation import check_generator, finite_float, positive_int
+from .errors import DataError, NonFiniteError, OptionError, ShapeError, TimeRangeError
 from .sde.base import SDE, ScoreFn, reverse_drift
 from .solvers.base import CountedScore
 from .solvers.odeint import DEFAULT_MAX_STEPS, check_method, odeint_checked
@@ -206,9 +207,43 @@ def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device,
 def _positive_int(value: Any, name: str, allow_none: bool = False) -> Optional[int]:
     if value is None and allow_none:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return positive_int(value, name)
+
+
+class _DifferentiabilityCheck:
+    """Wraps the score function and, on its first call with ``x`` requiring grad, checks that it is differentiable in ``x``.
+
+    The divergence of the probability flow is computed by autograd through the score. A score
+    computed under ``torch.no_grad()`` / ``torch.inference_mode()`` or detached returns a tensor
+    without a graph, and its divergence would silently come out as zero. The rule: if the output
+    does not require grad while ``x`` does, the score is evaluated once more at a perturbed ``x``;
+    if the output changes, the score depends on ``x`` without being differentiable and
+    :class:`~scoresde.errors.OptionError` is raised. If it does not change, the score is
+    constant in ``x`` (its divergence really is zero) and is accepted.
+    """
+
+    def __init__(self, score: Callable[[Tensor, Tensor], Tensor]):
+        self.score = score
+        self.checked = False
+
+    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
+        s = self.score(x, t)
+        if self.checked or not x.requires_grad:
+            return s
+        self.checked = True
+        if isinstance(s, Tensor) and s.requires_grad and not s.is_inference():
+            return s
+        with torch.no_grad():
+            x_other = x.detach() + 1e-2 * (1.0 + x.detach().abs())
+            s_other = self.score(x_other, t)
+        if isinstance(s, Tensor) and isinstance(s_other, Tensor) and s.shape == s_other.shape and torch.equal(s.detach(), s_other):
+            return s  # constant in x: its divergence is zero and autograd agrees
+        raise OptionError(
+            "score_fn(x, t) is not differentiable in x (it returned a tensor without an autograd graph, as under "
+            "torch.no_grad(), torch.inference_mode() or .detach()) although its value depends on x: the likelihood "
+            "needs the divergence of the score, which autograd cannot compute then. Call the network with gradients "
+            "enabled inside score_fn (no no_grad/inference_mode/detach); its parameters may stay requires_grad=False"
+        )
 
 
 def _cast_score(score: Callable[[Tensor, Tensor], Tensor], dtype: Optional[torch.dtype]) -> ScoreFn:
@@ -287,7 +322,11 @@ def log_likelihood(
             ``score_fn`` returns a tensor of another shape.
         DataError: ``x`` is not a floating-point tensor or holds NaN/inf.
         TimeRangeError: ``eps`` is not in ``(0, T)``.
-        ValueError: an unknown ``method``, ``trace`` or ``probe``, or an invalid option.
+        OptionError: (a ``ValueError``) an unknown ``method``, ``trace`` or ``probe``, an invalid
+            option, or a ``score_fn`` that depends on ``x`` but is not differentiable in it
+            (computed under ``torch.no_grad()``/``torch.inference_mode()`` or detached): the
+            divergence needs autograd through the score. A score that is constant in ``x``
+            (checked once by evaluating it at a perturbed ``x``) is accepted.
         NonFiniteError: the velocity, the divergence or the resulting log-density is not finite.
             No partial result is returned: the error names the first time with a non-finite value.
         IntegrationError: the adaptive solver's step size underflowed, or it exceeded ``max_steps``.
@@ -318,31 +357,35 @@ def log_likelihood(
     if not bool(torch.isfinite(x).all()):
         raise DataError("x holds NaN or infinite values")
     T = float(sde.T)
-    eps = float(eps)
+    eps = finite_float(eps, "eps")
     if not (0.0 < eps < T):
         raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
     adaptive = check_method(method, rtol, atol)
     if trace not in TRACES:
-        raise ValueError(f"trace must be one of {TRACES}, got {trace!r}")
+        raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
-        raise ValueError(f"probe must be one of {PROBES}, got {probe!r}")
+        raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
     n_probes = _positive_int(n_probes, "n_probes")
     if trace == "exact" and n_probes != 1:
-        raise ValueError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
+        raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
     chunk_size = _positive_int(chunk_size, "chunk_size", allow_none=True)
     max_steps = _positive_int(max_steps, "max_steps", allow_none=True)
     steps = _positive_int(steps, "steps", allow_none=True)
     if adaptive and steps is not None:
-        raise ValueError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+        raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+    check_generator(generator)
     if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
-        raise ValueError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
+        raise OptionError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
 
     B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
     score = CountedScore(score_fn)
-    score_in_dtype = _cast_score(score, score_dtype)
+    score_in_dtype = _cast_score(_DifferentiabilityCheck(score), score_dtype)
 
     # ---------------------------------------------------------------- divergence
+    itemsize = x.element_size()
     if trace == "hutchinson":
+        check_memory(n_probes * x.numel() * itemsize * 3, f"{n_probes} Hutchinson probes for x of shape {tuple(x.shape)}",
+                     "Use fewer probes (n_probes) or a smaller batch")
         shape = (n_probes, *x.shape)
         if probe == "rademacher":
             probes = _rademacher(shape, generator, device, dtype)
@@ -352,12 +395,15 @@ def log_likelihood(
     else:
         if chunk_size is None:
             chunk_size = max(1, min(D, _EXACT_CHUNK_ELEMENTS // (B * D)))
+        check_memory(min(chunk_size, D) * x.numel() * itemsize * 3, f"exact-trace cotangents of {min(chunk_size, D)} x {tuple(x.shape)}",
+                     "Pass a smaller chunk_size or batch")
         div = _Divergence("exact", None, chunk_size=min(chunk_size, D))
     monitor = _NonFiniteMonitor(x)
 
     def rhs(t: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
         x_t = state[0]
-        tb = t.clamp(eps, T).expand(B)  # the solver may probe just outside [eps, T]; the SDE never sees it
+        # The solver may probe just outside [eps, T] (or at NaN once its step underflows); the SDE never sees it.
+        tb = torch.nan_to_num(t, nan=eps).clamp(eps, T).expand(B)
         with torch.enable_grad():
             x_t = x_t.detach().requires_grad_(True)
             v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)  # v = f - 1/2 g^2 s: the one forward pass
@@ -454,7 +500,7 @@ def bits_per_dim(
     Raises:
         DataError: ``x_int`` is not an integer tensor or holds values outside ``[0, levels)``.
         ShapeError: ``x_int`` is not ``[B, *event]``.
-        ValueError: ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
+        OptionError: (a ``ValueError``) ``levels < 2``, ``data_range`` not two finite numbers with ``lo < hi``,
             ``repeats < 1``, a non-floating ``dtype``, or a ``likelihood_options`` key that
             :func:`bits_per_dim` sets itself.
         And everything :func:`log_likelihood` raises.
@@ -468,19 +514,20 @@ def bits_per_dim(
             f"x_int must have shape [B, *event] with B >= 1 and at least one event dim, got {tuple(x_int.shape)}"
         )
     if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise ValueError(f"levels must be an integer >= 2, got {levels!r}")
+        raise OptionError(f"levels must be an integer >= 2, got {levels!r}")
     try:
         lo, hi = (float(v) for v in data_range)
     except (TypeError, ValueError):
-        raise ValueError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
+        raise OptionError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise ValueError(f"data_range must be finite with lo < hi, got {data_range!r}")
+        raise OptionError(f"data_range must be finite with lo < hi, got {data_range!r}")
     repeats = _positive_int(repeats, "repeats")
+    check_generator(generator)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise ValueError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
+        raise OptionError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
     if "generator" in likelihood_options or "x" in likelihood_options:
-        raise ValueError("pass generator to bits_per_dim itself; x is built from x_int")
+        raise OptionError("pass generator to bits_per_dim itself; x is built from x_int")
     k_min, k_max = int(x_int.min()), int(x_int.max())
     if k_min < 0 or k_max >= levels:
         raise DataError(f"x_int must lie in [0, levels) = [0, {levels}), got values in [{k_min}, {k_max}]")

@@ -159,7 +159,7 @@ def test_failing_solver_is_a_row_not_a_crash():
     bad = solvers_bench.SolverConfig("ode:bogus", "ode", {"method": "no-such-method"})
     ref = quality_reference("gmm2d", SMOKE)
     row = solvers_bench.run_quality("gmm2d", "vp", bad, 10, ref, torch.device("cpu"))
-    assert row["error"].startswith("ValueError")
+    assert row["error"].startswith("OptionError") and "no-such-method" in row["error"]
 
 
 # --------------------------------------------------------------------------- peers

@@ -21,9 +21,10 @@ from typing import Optional, Tuple, Union
 import torch
 from torch import Tensor
 
+from .._validation import integer, positive_int
 from ..errors import DataError
 from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array, read_labels
-from .mnist import MNIST_DATASETS, MNIST_MD5, SPLITS, load_mnist, read_idx, resolve_mnist_dir
+from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
 from .toy import TOY_DATASETS, TOY_NUM_CLASSES, toy_data, toy_data_with_labels, toy_gmm
 
 #: Number of points drawn for a toy data set when ``n`` is not given.
@@ -35,9 +36,7 @@ DEFAULT_RANGE = (-1.0, 1.0)
 
 
 def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, float, float]:
-    levels = int(levels)
-    if levels < 2:
-        raise ValueError(f"levels must be >= 2, got {levels}")
+    levels = integer(levels, "levels", minimum=2)
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
         raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")
@@ -178,8 +177,8 @@ def get_dataset(
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    if n is not None and (int(n) != n or n < 1):
-        raise ValueError(f"n must be a positive integer or None, got {n!r}")
+    if n is not None:
+        n = positive_int(n, "n")
     spec = os.fspath(spec)
 
     if spec in TOY_DATASETS:
@@ -191,7 +190,7 @@ def get_dataset(
     if spec in MNIST_DATASETS:
         if data_dir is None:
             raise DataError(f"{spec} needs data_dir: the folder with its four IDX files (or a parent with a '{spec}' folder)")
-        images, labels = load_mnist(data_dir, split=split, dataset=spec)
+        images, labels = load_mnist(data_dir, split=split, dataset=spec, check_md5=True)
         images, labels = _check_n(images, n, spec), _check_n(labels, n, spec)
         return Dataset(spec, to_model_range(images), 256, DEFAULT_RANGE, labels)
 
@@ -222,6 +221,6 @@ __all__ = [
     "Dataset", "get_dataset", "to_model_range", "to_levels", "dequantization_range",
     "toy_data", "toy_gmm", "TOY_DATASETS", "toy_data_with_labels", "TOY_NUM_CLASSES",
     "load_array", "read_array", "read_labels", "NPZ_KEYS",
-    "load_mnist", "read_idx", "resolve_mnist_dir", "MNIST_DATASETS", "MNIST_MD5", "SPLITS",
+    "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
     "DEFAULT_TOY_SIZE", "DEFAULT_RANGE",
 ]

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import math
 import os
 import zipfile
-from typing import Optional, Union
+import zlib
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._utils import check_memory
 from ..errors import DataError
 
 #: Keys looked up, in this order, in an ``.npz`` archive before falling back to its first array.
@@ -36,6 +39,7 @@ def read_array(path: PathLike) -> np.ndarray:
         raise DataError(f"{path}: not a NumPy .npy file (bad magic bytes {head!r})")
     if ext == ".npz" and not head.startswith(b"PK"):
         raise DataError(f"{path}: not a NumPy .npz file (not a zip archive)")
+    _check_declared_sizes(path, ext)
     try:
         if ext == ".npy":
             arr = np.load(path, allow_pickle=False)
@@ -100,6 +104,56 @@ def read_labels(path: PathLike, n: int) -> "Optional[Tensor]":
     return torch.from_numpy(y.astype(np.int64))
 
 
+def _npy_header(f: Any, where: str) -> Tuple[Tuple[int, ...], np.dtype, int]:
+    """``(shape, dtype, payload bytes)`` from the header of an ``.npy`` stream positioned at its start."""
+    try:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        elif version in ((2, 0), (3, 0)):
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+        else:
+            raise ValueError(f"unsupported .npy version {version}")
+    except (ValueError, OSError, EOFError) as e:
+        raise DataError(f"{where}: not a valid NumPy file ({e})") from None
+    if dtype.hasobject:
+        raise DataError(f"{where}: holds pickled Python objects, which are not loaded (allow_pickle=False)")
+    return tuple(shape), dtype, math.prod(shape) * dtype.itemsize
+
+
+def _check_declared_sizes(path: str, ext: str) -> None:
+    """Refuse a file whose header declares more data than it holds or than memory allows, before loading it.
+
+    NumPy allocates the array its header declares before reading the data; a few bytes claiming a
+    shape of ``(10**12, 2)`` would ask for terabytes. For ``.npz`` archives the declared
+    (uncompressed) size of each member is checked as well, which bounds what decompression can produce.
+    """
+    if ext == ".npy":
+        with open(path, "rb") as f:
+            shape, dtype, nbytes = _npy_header(f, path)
+            offset = f.tell()
+        check_memory(nbytes, f"{path}: an array of shape {shape} and dtype {dtype}")
+        held = os.path.getsize(path) - offset
+        if held < nbytes:
+            raise DataError(f"{path}: not a valid NumPy file: the header declares shape {shape} ({nbytes} bytes of {dtype}) but the file holds {held} bytes")
+        return
+    try:
+        with zipfile.ZipFile(path) as z:
+            for info in z.infolist():
+                where = f"{path}[{info.filename!r}]"
+                check_memory(info.file_size, f"{where}: a member that inflates to {info.file_size} bytes")
+                if not info.filename.endswith(".npy"):
+                    continue
+                with z.open(info) as f:
+                    shape, dtype, nbytes = _npy_header(f, where)
+                    held = info.file_size - f.tell()
+                check_memory(nbytes, f"{where}: an array of shape {shape} and dtype {dtype}")
+                if held < nbytes:
+                    raise DataError(f"{where}: not a valid NumPy file: the header declares shape {shape} ({nbytes} bytes of {dtype}) but the member holds {held} bytes")
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error) as e:
+        raise DataError(f"{path}: cannot read the archive ({e})") from None
+
+
 def load_array(path: PathLike) -> Tensor:
     """Load a data set ``[N, *event]`` from a ``.npy`` or ``.npz`` file as a float32 tensor.
 
@@ -115,7 +169,10 @@ def load_array(path: PathLike) -> Tensor:
     Raises:
         DataError: missing file, other extension, unreadable or corrupt file, pickled objects,
             non-numeric dtype (bool, complex, strings, objects), fewer than two dimensions, no samples
-            or an empty event dimension, NaN or infinite values (or values beyond the float32 range).
+            or an empty event dimension, NaN or infinite values (or values beyond the float32 range),
+            or a header declaring more data than the file holds.
+        ResourceLimitError: a header (or an ``.npz`` member) declaring more data than memory allows;
+            refused before anything is allocated.
     """
     return array_to_tensor(read_array(path), path)
 

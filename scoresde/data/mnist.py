@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import math
 import os
 import zlib
-from typing import Dict, List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from .._utils import check_memory
 from ..errors import DataError
 
 #: Data sets :func:`load_mnist` reads.
@@ -45,6 +47,22 @@ MNIST_MD5: Dict[str, Dict[str, str]] = {
         "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
         "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
         "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+    },
+}
+
+#: md5 of the uncompressed IDX files (what ``gunzip`` makes of the published ``.gz`` files).
+MNIST_RAW_MD5: Dict[str, Dict[str, str]] = {
+    "mnist": {
+        "train-images-idx3-ubyte": "6bbc9ace898e44ae57da46a324031adb",
+        "train-labels-idx1-ubyte": "a25bea736e30d166cdddb491f175f624",
+        "t10k-images-idx3-ubyte": "2646ac647ad5339dbf082846283269ea",
+        "t10k-labels-idx1-ubyte": "27ae3e4e09519cfbb04c329615203637",
+    },
+    "fashion-mnist": {
+        "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+        "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+        "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+        "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
     },
 }
 
@@ -73,8 +91,9 @@ def resolve_mnist_dir(data_dir: PathLike, dataset: str = "mnist", split: str = "
     if not os.path.isdir(data_dir):
         raise DataError(f"data directory {data_dir!r} does not exist")
     images, _ = _file_names(split)
+    # The data set's own subfolder first, so that a parent holding other files is never read in its place.
     candidates: List[str] = [
-        data_dir, os.path.join(data_dir, dataset), os.path.join(data_dir, _TORCHVISION_DIR[dataset], "raw"),
+        os.path.join(data_dir, dataset), os.path.join(data_dir, _TORCHVISION_DIR[dataset], "raw"), data_dir,
     ]
     for folder in candidates:
         if _find(folder, images) is not None:
@@ -85,15 +104,32 @@ def resolve_mnist_dir(data_dir: PathLike, dataset: str = "mnist", split: str = "
     )
 
 
-def _read_bytes(path: str) -> bytes:
+def _read_bytes(path: str, ndim: int) -> bytes:
+    """The bytes of an IDX file (decompressed), reading no more than its header declares plus one byte.
+
+    A ``.gz`` file is inflated as a stream: the header is read first and the payload is bounded by
+    the size the header declares (and by :func:`scoresde._utils.memory_limit_bytes`), so a small
+    gzip that inflates to gigabytes (a "gzip bomb") is refused after reading at most the declared size.
+    """
+    header = 4 + 4 * ndim
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
-            return f.read()
+        opener = gzip.open if path.endswith(".gz") else open
+        with opener(path, "rb") as f:
+            head = f.read(header)
+            if len(head) < header or head[:4] != bytes([0, 0, 0x08, ndim]):
+                return head  # too short or another kind of file: read_idx reports it
+            dims = tuple(int.from_bytes(head[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+            expected = math.prod(dims)
+            check_memory(expected, f"{path}: the IDX header's dims {dims}")
+            payload = f.read(expected + 1)  # one byte more reveals trailing data without inflating it all
     except (OSError, EOFError, zlib.error) as e:
         raise DataError(f"{path}: cannot read or decompress ({e})") from None
+    if len(payload) > expected:
+        raise DataError(
+            f"{path}: header gives dims {dims} ({expected} bytes) but the file holds more data; refused "
+            "(corrupt, or a compressed file that inflates beyond its declared size)"
+        )
+    return head + payload
 
 
 def md5sum(path: PathLike, chunk: int = 1 << 20) -> str:
@@ -105,6 +141,29 @@ def md5sum(path: PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+def check_mnist_md5(path: PathLike, dataset: str) -> None:
+    """Raise :class:`DataError` unless the file at ``path`` is the published ``dataset`` file of its name.
+
+    The message says when the file is in fact another set's (MNIST files where Fashion-MNIST was asked for).
+    """
+    path = os.fspath(path)
+    name = os.path.basename(path)
+    table = MNIST_MD5 if name.endswith(".gz") else MNIST_RAW_MD5
+    want: Optional[str] = table[dataset].get(name)
+    if want is None:
+        raise DataError(f"{path}: not a file name of the published {dataset} set; md5 cannot be checked")
+    got = md5sum(path)
+    if got == want:
+        return
+    other = next((d for d in MNIST_DATASETS if d != dataset and table[d].get(name) == got), None)
+    if other is not None:
+        raise DataError(f"{path} is the {other} file {name}, not {dataset}'s; refused (point data_dir at the {dataset} files)")
+    raise DataError(
+        f"{path}: md5 {got} differs from the published {want}; the file is corrupt, truncated or not {dataset}. "
+        "Replace it with the original file"
+    )
+
+
 def read_idx(path: PathLike, ndim: int) -> np.ndarray:
     """Parse an unsigned-byte IDX file with ``ndim`` dimensions into a ``uint8`` array.
 
@@ -113,7 +172,7 @@ def read_idx(path: PathLike, ndim: int) -> np.ndarray:
             or a payload whose length disagrees with the header.
     """
     path = os.fspath(path)
-    raw = _read_bytes(path)
+    raw = _read_bytes(path, ndim)
     header = 4 + 4 * ndim
     if len(raw) < header:
         raise DataError(f"{path}: file too short for an IDX header ({len(raw)} bytes)")
@@ -131,7 +190,7 @@ def read_idx(path: PathLike, ndim: int) -> np.ndarray:
 
 
 def load_mnist(
-    data_dir: PathLike, split: str = "train", dataset: str = "mnist", check_md5: bool = False
+    data_dir: PathLike, split: str = "train", dataset: str = "mnist", check_md5: bool = True
 ) -> Tuple[Tensor, Tensor]:
     """Load MNIST or Fashion-MNIST images and labels from the IDX files under ``data_dir``.
 
@@ -140,8 +199,10 @@ def load_mnist(
             ``fashion-mnist/`` subfolder (or torchvision's ``MNIST/raw/`` layout).
         split: ``"train"`` (60,000 images) or ``"test"`` (10,000).
         dataset: ``"mnist"`` or ``"fashion-mnist"``.
-        check_md5: verify the md5 of the ``.gz`` files against the published values
-            (:data:`MNIST_MD5`); uncompressed files cannot be checked and raise.
+        check_md5: verify the md5 of each file against the published values (:data:`MNIST_MD5`
+            for ``.gz`` files, :data:`MNIST_RAW_MD5` for uncompressed ones) before parsing it. On by
+            default, so that a corrupt, truncated or substituted file (MNIST files in a
+            ``fashion-mnist`` folder, say) is refused; turn it off only for your own IDX files.
 
     Returns:
         ``(images, labels)``: ``images`` uint8 ``[N, 1, 28, 28]``, ``labels`` int64 ``[N]`` in ``0..9``.
@@ -164,12 +225,7 @@ def load_mnist(
 
     if check_md5:
         for path in (images_path, labels_path):
-            name = os.path.basename(path)
-            if not name.endswith(".gz"):
-                raise DataError(f"{path}: md5 values are known for the original .gz files only")
-            got, want = md5sum(path), MNIST_MD5[dataset][name]
-            if got != want:
-                raise DataError(f"{path}: md5 {got} differs from the published {want}; the file is corrupt or not {dataset}")
+            check_mnist_md5(path, dataset)
 
     images = read_idx(images_path, 3)
     labels = read_idx(labels_path, 1)

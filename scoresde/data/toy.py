@@ -14,7 +14,8 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._utils import randn
+from .._utils import check_memory, randn
+from .._validation import positive_int
 from ..errors import DataError
 from ..exact import GaussianMixture
 
@@ -151,7 +152,7 @@ def toy_data_with_labels(name: str, n: int, generator: Optional[torch.Generator]
     """
     if name not in _SAMPLERS:
         raise DataError(f"unknown toy dataset {name!r}; valid names: {', '.join(TOY_DATASETS)}")
-    if int(n) != n or n < 1:
-        raise ValueError(f"n must be a positive integer, got {n!r}")
-    x, labels = _SAMPLERS[name](int(n), generator)
+    n = positive_int(n, "n")
+    check_memory(n * 2 * 8 * 4, f"{n} points of the {name!r} toy set", "Ask for fewer points (--n-train)")
+    x, labels = _SAMPLERS[name](n, generator)
     return x.to(torch.float32), labels

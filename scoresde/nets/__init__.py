@@ -12,9 +12,11 @@ import inspect
 import math
 from typing import Any, Dict, Sequence, Type
 
+import torch
 from torch import nn
 
-from ..errors import ShapeError
+from .._utils import check_memory
+from ..errors import OptionError, ShapeError
 from .embedding import EMBEDDINGS, GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
@@ -25,7 +27,7 @@ NETWORKS: Dict[str, Type[nn.Module]] = {"mlp": MLP, "unet": UNet}
 
 def _fill(kwargs: Dict[str, Any], name: str, value: int, kind: str, event_shape: tuple) -> None:
     """Set ``kwargs[name] = value`` or check that a given value agrees with the event shape."""
-    if name in kwargs and int(kwargs[name]) != value:
+    if name in kwargs and kwargs[name] != value:
         raise ShapeError(f"{kind}: {name}={kwargs[name]} contradicts event_shape {event_shape} (which implies {name}={value})")
     kwargs[name] = value
 
@@ -45,11 +47,14 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
         The network (freshly initialised).
 
     Raises:
-        ValueError: unknown ``kind`` (the message lists the valid names) or bad arguments.
+        ValueError: unknown ``kind`` (the message lists the valid names) or bad arguments
+            (:class:`~scoresde.errors.OptionError` for non-integral sizes such as ``hidden=2.5``).
         ShapeError: an event shape the network cannot serve.
+        ResourceLimitError: the network's parameters would not fit in memory (counted on the
+            ``meta`` device before anything is allocated; see :func:`network_bytes`).
     """
     if kind not in NETWORKS:
-        raise ValueError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}")
+        raise OptionError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}")
     try:
         event_shape = tuple(int(s) for s in event_shape)
     except (TypeError, ValueError):
@@ -67,11 +72,26 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
     valid = [p for p in inspect.signature(NETWORKS[kind].__init__).parameters if p != "self"]
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
-        raise ValueError(f"unknown arguments {unknown} for a {kind!r} network; valid arguments: {', '.join(valid)}")
+        raise OptionError(f"unknown arguments {unknown} for a {kind!r} network; valid arguments: {', '.join(valid)}")
+    nbytes, n_params = network_bytes(kind, **kwargs)
+    check_memory(nbytes, f"a {kind!r} network with {n_params:,} parameters", "Choose smaller network arguments (--net-arg)")
     return NETWORKS[kind](**kwargs)
 
 
+def network_bytes(kind: str, **kwargs: Any) -> "tuple[int, int]":
+    """``(bytes, parameters)`` of a ``kind`` network's parameters and buffers, without allocating them.
+
+    The network is built on PyTorch's ``meta`` device (shapes only, no storage), so a request for
+    a 4 TB network costs nothing to size.
+    """
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        net = NETWORKS[kind](**kwargs)
+    tensors = list(net.parameters()) + list(net.buffers())
+    n_params = sum(p.numel() for p in net.parameters())
+    return sum(t.numel() * t.element_size() for t in tensors), n_params
+
+
 __all__ = [
-    "NETWORKS", "build_network", "MLP", "UNet",
+    "NETWORKS", "build_network", "network_bytes", "MLP", "UNet",
     "GaussianFourierEmbedding", "SinusoidalEmbedding", "EMBEDDINGS", "LabelEmbedding",
 ]

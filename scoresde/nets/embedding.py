@@ -19,13 +19,13 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..errors import LabelError, ShapeError
+from ..errors import LabelError, OptionError, ShapeError
 
 
 def _check_embed_dim(embed_dim: int) -> int:
     embed_dim = int(embed_dim)
     if embed_dim < 2 or embed_dim % 2:
-        raise ValueError(f"embed_dim must be an even integer >= 2 (half sines, half cosines), got {embed_dim}")
+        raise OptionError(f"embed_dim must be an even integer >= 2 (half sines, half cosines), got {embed_dim}")
     return embed_dim
 
 
@@ -53,7 +53,7 @@ class GaussianFourierEmbedding(nn.Module):
         super().__init__()
         self.embed_dim = _check_embed_dim(embed_dim)
         if not (math.isfinite(scale) and scale > 0):
-            raise ValueError(f"scale must be a positive finite number, got {scale}")
+            raise OptionError(f"scale must be a positive finite number, got {scale}")
         self.scale = float(scale)
         gen = torch.Generator().manual_seed(int(seed))
         self.register_buffer("W", torch.randn(self.embed_dim // 2, generator=gen) * self.scale)
@@ -86,7 +86,7 @@ class SinusoidalEmbedding(nn.Module):
         super().__init__()
         self.embed_dim = _check_embed_dim(embed_dim)
         if not (time_scale > 0 and max_period > 1):
-            raise ValueError(f"need time_scale > 0 and max_period > 1, got {time_scale}, {max_period}")
+            raise OptionError(f"need time_scale > 0 and max_period > 1, got {time_scale}, {max_period}")
         self.time_scale = float(time_scale)
         self.max_period = float(max_period)
         half = self.embed_dim // 2

@@ -8,6 +8,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import as_time, check_batch
+from .._validation import finite_float, nonneg_int, positive_int
 from ..errors import LabelError, ShapeError
 from .embedding import GaussianFourierEmbedding, LabelEmbedding
 
@@ -57,13 +58,11 @@ class MLP(nn.Module):
         num_classes: Optional[int] = None,
     ):
         super().__init__()
-        for name, v in (("dim", dim), ("hidden", hidden), ("embed_dim", embed_dim)):
-            if int(v) < 1:
-                raise ValueError(f"{name} must be a positive integer, got {v}")
-        if int(depth) < 0:
-            raise ValueError(f"depth must be >= 0, got {depth}")
+        dim, hidden, embed_dim = positive_int(dim, "dim"), positive_int(hidden, "hidden"), positive_int(embed_dim, "embed_dim")
+        depth = nonneg_int(depth, "depth")
+        fourier_scale = finite_float(fourier_scale, "fourier_scale", positive=True)
         self.config: Dict[str, Any] = dict(
-            dim=int(dim), hidden=int(hidden), depth=int(depth), embed_dim=int(embed_dim), fourier_scale=float(fourier_scale)
+            dim=dim, hidden=hidden, depth=depth, embed_dim=embed_dim, fourier_scale=fourier_scale
         )
         self.dim = int(dim)
         hidden = int(hidden)

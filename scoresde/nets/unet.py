@@ -27,7 +27,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import append_dims, as_time, check_batch
-from ..errors import LabelError, ShapeError
+from .._validation import finite_float, positive_int
+from ..errors import LabelError, OptionError, ShapeError
 from .embedding import EMBEDDINGS, LabelEmbedding
 
 _SKIP_SCALE = 1.0 / math.sqrt(2.0)
@@ -153,20 +154,29 @@ class UNet(nn.Module):
         num_classes: Optional[int] = None,
     ):
         super().__init__()
-        in_channels, image_size, channels = int(in_channels), int(image_size), int(channels)
-        channel_mults = [int(m) for m in channel_mults]
-        num_res_blocks, num_groups = int(num_res_blocks), int(num_groups)
+        in_channels, image_size = positive_int(in_channels, "in_channels"), positive_int(image_size, "image_size")
+        channels = positive_int(channels, "channels")
+        if isinstance(channel_mults, (str, bytes)) or not isinstance(channel_mults, Sequence):
+            raise OptionError(f"channel_mults must be a sequence of positive ints, got {channel_mults!r}")
+        channel_mults = [positive_int(m, "channel_mults entry") for m in channel_mults]
+        num_res_blocks, num_groups = positive_int(num_res_blocks, "num_res_blocks"), positive_int(num_groups, "num_groups")
+        dropout = finite_float(dropout, "dropout")
+        fourier_scale = finite_float(fourier_scale, "fourier_scale", positive=True)
+        if attn_resolutions is not None:
+            if isinstance(attn_resolutions, (str, bytes)) or not isinstance(attn_resolutions, Sequence):
+                raise OptionError(f"attn_resolutions must be a sequence of ints, got {attn_resolutions!r}")
+            attn_resolutions = [positive_int(r, "attn_resolutions entry") for r in attn_resolutions]
         if in_channels < 1 or image_size < 1 or channels < 1 or num_res_blocks < 1 or num_groups < 1:
-            raise ValueError(
+            raise OptionError(
                 "in_channels, image_size, channels, num_res_blocks and num_groups must be positive, got "
                 f"{in_channels}, {image_size}, {channels}, {num_res_blocks}, {num_groups}"
             )
         if not channel_mults or any(m < 1 for m in channel_mults):
-            raise ValueError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults}")
+            raise OptionError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults}")
         if not 0.0 <= float(dropout) < 1.0:
-            raise ValueError(f"dropout must lie in [0, 1), got {dropout}")
+            raise OptionError(f"dropout must lie in [0, 1), got {dropout}")
         if embed not in EMBEDDINGS:
-            raise ValueError(f"embed must be one of {tuple(EMBEDDINGS)}, got {embed!r}")
+            raise OptionError(f"embed must be one of {tuple(EMBEDDINGS)}, got {embed!r}")
         n_down = len(channel_mults) - 1
         if image_size % (2**n_down):
             raise ShapeError(
@@ -179,10 +189,10 @@ class UNet(nn.Module):
         attn_resolutions = sorted({int(r) for r in attn_resolutions}, reverse=True)
         unknown = [r for r in attn_resolutions if r not in resolutions]
         if unknown:
-            raise ValueError(f"attn_resolutions {unknown} do not occur; the resolutions of this U-Net are {resolutions}")
+            raise OptionError(f"attn_resolutions {unknown} do not occur; the resolutions of this U-Net are {resolutions}")
         bad = [channels * m for m in channel_mults if (channels * m) % num_groups]
         if bad:
-            raise ValueError(f"GroupNorm needs every width channels*mult divisible by num_groups={num_groups}; got widths {bad}")
+            raise OptionError(f"GroupNorm needs every width channels*mult divisible by num_groups={num_groups}; got widths {bad}")
 
         self.config: Dict[str, Any] = dict(
             in_channels=in_channels, image_size=image_size, channels=channels, channel_mults=list(channel_mults),

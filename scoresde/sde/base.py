@@ -16,8 +16,17 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims, as_time, batch_norm_sq, check_batch, event_numel, randn, resolve_shape
+from ..errors import DataError, ShapeError
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
+
+
+def _check_floating(x: Tensor, name: str) -> None:
+    if not x.is_floating_point():
+        raise DataError(
+            f"{name} must be a floating-point tensor, got {x.dtype}; convert it first (x.float(), or "
+            "scoresde.data.to_model_range for integer image levels)"
+        )
 
 
 class SDE(ABC):
@@ -74,8 +83,15 @@ class SDE(ABC):
 
         Returns:
             ``(mean, std)``: ``mean`` shaped like ``x0`` and ``std`` of shape ``[B]``.
+
+        Raises:
+            DataError: ``x0`` is not floating point (integer levels would make the kernel's
+                coefficients, and so ``t``, integers: convert first, e.g. with
+                :func:`scoresde.data.to_model_range`).
+            TimeRangeError: ``t`` outside ``[0, T]`` or NaN.
         """
         check_batch(x0, "x0")
+        _check_floating(x0, "x0")
         t = as_time(t, x0, self.T)
         scale, std = self.marginal_coeffs(t)
         return append_dims(scale, x0.ndim) * x0, std
@@ -89,6 +105,8 @@ class SDE(ABC):
         ``generator`` unless given. Shapes: ``x_t`` and ``noise`` like ``x0``, ``std`` ``[B]``.
         """
         mean, std = self.marginal(x0, t)
+        if noise is not None and not (isinstance(noise, Tensor) and noise.shape == x0.shape):
+            raise ShapeError(f"noise must be a tensor shaped like x0 {tuple(x0.shape)}, got {getattr(noise, 'shape', type(noise))}")
         if noise is None:
             noise = randn(x0.shape, generator=generator, device=x0.device, dtype=x0.dtype)
         return mean + append_dims(std, x0.ndim) * noise, noise, std

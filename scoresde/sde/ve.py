@@ -8,6 +8,8 @@ from typing import Tuple
 import torch
 from torch import Tensor
 
+from .._validation import finite_float
+from ..errors import OptionError
 from .base import SDE
 
 
@@ -21,8 +23,9 @@ class VESDE(SDE):
     """
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
+        sigma_min, sigma_max = finite_float(sigma_min, "sigma_min"), finite_float(sigma_max, "sigma_max")
         if not (0 < sigma_min < sigma_max < math.inf):
-            raise ValueError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+            raise OptionError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
 

@@ -9,6 +9,8 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
+from .._validation import finite_float
+from ..errors import OptionError
 from .base import SDE
 
 
@@ -16,8 +18,9 @@ class _LinearBetaSDE(SDE):
     """Shared linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)``."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
+        beta_min, beta_max = finite_float(beta_min, "beta_min"), finite_float(beta_max, "beta_max")
         if not (beta_min > 0 and beta_max >= beta_min and math.isfinite(beta_max)):
-            raise ValueError(f"need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
+            raise OptionError(f"need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .._utils import randn, randn_like, seed_from_generator
-from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError
+from ..errors import IncompatibleSDEError, NonFiniteError, OptionError, ShapeError
 from ..score import ScoreFn
 from ..sde.base import SDE
 
@@ -41,7 +41,7 @@ class CountedScore:
 
     def __init__(self, score_fn: ScoreFn):
         if not callable(score_fn):
-            raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+            raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
         self.score_fn = score_fn
         self.nfe = 0
 
@@ -154,7 +154,7 @@ class Solver:
     def check_sde(self, sde: SDE) -> None:
         """Raise :class:`IncompatibleSDEError` if this solver cannot serve ``sde``."""
         if not isinstance(sde, SDE):
-            raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+            raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
         if self.requires_kernel and not sde.has_kernel:
             raise IncompatibleSDEError(
                 f"solver {self.name!r} needs an SDE with a closed-form Gaussian kernel (marginal_coeffs), "
@@ -252,7 +252,7 @@ class WrapperSolver(StepSolver):
 
     def __init__(self, inner: StepSolver):
         if not isinstance(inner, StepSolver):
-            raise TypeError(
+            raise OptionError(
                 f"{type(self).__name__} wraps a step solver (one with init/step), got {inner!r}; "
                 "adaptive and integrate-style solvers cannot be wrapped"
             )

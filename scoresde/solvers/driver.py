@@ -16,7 +16,7 @@ from torch import Tensor
 
 from .._utils import as_time, resolve_shape
 from .._validation import finite_float, positive_int
-from ..errors import IncompatibleSDEError, NonFiniteError, ShapeError, TimeRangeError, UnknownSolverError
+from ..errors import IncompatibleSDEError, NonFiniteError, OptionError, ShapeError, TimeRangeError, UnknownSolverError
 from ..score import ScoreFn, tweedie_denoise
 from ..sde.base import SDE
 from .base import Callback, CountedScore, GeneratorNoise, SampleResult, SolveContext, Solver
@@ -30,7 +30,7 @@ def make_solver(solver: Union[str, Solver, Type[Solver]], **options: Any) -> Sol
     """Turn a solver name (a key of :data:`SOLVERS`), class or instance into an instance, validating the options."""
     if isinstance(solver, Solver):
         if options:
-            raise TypeError(
+            raise OptionError(
                 f"solver options {sorted(options)} were given with a solver object; set them on the object instead"
             )
         return solver
@@ -49,7 +49,7 @@ def make_solver(solver: Union[str, Solver, Type[Solver]], **options: Any) -> Sol
     valid = [n for n in params if n != "self" and params[n].kind is not params[n].VAR_KEYWORD]
     unknown = [k for k in options if k not in valid]
     if unknown and not accepts_kwargs:
-        raise TypeError(f"solver {cls.name!r} got unknown options {unknown}; it accepts: {', '.join(valid) or 'none'}")
+        raise OptionError(f"solver {cls.name!r} got unknown options {unknown}; it accepts: {', '.join(valid) or 'none'}")
     return cls(**options)
 
 
@@ -59,21 +59,21 @@ def make_grid(grid: Union[str, TimeGrid, type]) -> TimeGrid:
         return grid
     if isinstance(grid, str):
         if grid not in GRIDS:
-            raise ValueError(f"unknown grid {grid!r}; valid names are: {', '.join(GRIDS)} (or pass a tensor of times)")
+            raise OptionError(f"unknown grid {grid!r}; valid names are: {', '.join(GRIDS)} (or pass a tensor of times)")
         return GRIDS[grid]()
     if isinstance(grid, type) and issubclass(grid, TimeGrid):
         return grid()
-    raise TypeError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a tensor of times, got {grid!r}")
+    raise OptionError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a tensor of times, got {grid!r}")
 
 
 def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tensor]):
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise TypeError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
     if device is not None:
         try:
             device = torch.device(device)
         except (RuntimeError, TypeError):
-            raise TypeError(f"device must be a torch.device or a string like 'cpu' or 'cuda', got {device!r}") from None
+            raise OptionError(f"device must be a torch.device or a string like 'cpu' or 'cuda', got {device!r}") from None
     if x_init is not None:
         return (device if device is not None else x_init.device), (dtype or x_init.dtype)
     if device is None or dtype is None:
@@ -97,7 +97,7 @@ def _grid_tensor(
         try:
             times = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
         except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a 1-D tensor of times, got {grid!r}") from None
+            raise OptionError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a 1-D tensor of times, got {grid!r}") from None
         if times.ndim != 1 or times.shape[0] < 2:
             raise ShapeError(f"a grid of times must be 1-D with steps + 1 >= 2 entries, got shape {tuple(times.shape)}")
         if steps is not None and times.shape[0] != steps + 1:
@@ -188,16 +188,16 @@ def solve(
     solver_obj = make_solver(solver, **solver_options)
     solver_obj.check_sde(sde)
     if generator is not None and not isinstance(generator, torch.Generator):
-        raise TypeError(
+        raise OptionError(
             f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got {generator!r}"
         )
     if x_init is not None:
         if isinstance(x_init, np.ndarray):
-            raise TypeError("x_init must be a torch.Tensor, got a NumPy array; convert it with torch.from_numpy(x_init)")
+            raise OptionError("x_init must be a torch.Tensor, got a NumPy array; convert it with torch.from_numpy(x_init)")
         if not isinstance(x_init, Tensor):
-            raise TypeError(f"x_init must be a torch.Tensor [B, *event], got {type(x_init).__name__}")
+            raise OptionError(f"x_init must be a torch.Tensor [B, *event], got {type(x_init).__name__}")
         if not x_init.dtype.is_floating_point:
-            raise TypeError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
+            raise OptionError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
         if shape is not None and resolve_shape(shape) != x_init.shape:
             raise ShapeError(f"shape {tuple(resolve_shape(shape))} and x_init's shape {tuple(x_init.shape)} differ; give one")
         shape = resolve_shape(x_init.shape)
@@ -209,7 +209,7 @@ def solve(
     steps = positive_int(steps, "steps", allow_none=True)
     eps = finite_float(eps, "eps", allow_none=True)
     if solver_obj.adaptive and (steps is not None or grid is not None) and not (record_trajectory or callback):
-        raise ValueError(
+        raise OptionError(
             f"solver {solver_obj.name!r} ({getattr(solver_obj, 'method', 'adaptive')}) chooses its own steps: steps and grid "
             "only set the output times of a recorded trajectory or callback. Set rtol/atol to control its accuracy, "
             "or pick a fixed-step method (e.g. method='rk4') to use steps"

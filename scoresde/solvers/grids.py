@@ -15,7 +15,7 @@ from typing import ClassVar, Dict, Type
 import torch
 from torch import Tensor
 
-from ..errors import IncompatibleSDEError
+from ..errors import IncompatibleSDEError, OptionError
 from ..sde.base import SDE
 
 __all__ = ["GRIDS", "TimeGrid", "Uniform", "LogSNR", "Karras", "Quadratic"]
@@ -109,7 +109,7 @@ class Karras(TimeGrid):
 
     def __init__(self, rho: float = 7.0):
         if not float(rho) > 0:
-            raise ValueError(f"rho must be positive, got {rho!r}")
+            raise OptionError(f"rho must be positive, got {rho!r}")
         self.rho = float(rho)
 
     def times(self, sde: SDE, steps: int, eps: float) -> Tensor:

@@ -10,6 +10,7 @@ from torch import Tensor
 
 from .._utils import append_dims, batch_norm_sq
 from .._validation import finite_float, integer, positive_int
+from ..errors import OptionError
 from ..sde.base import SDE
 from . import registry
 from .base import SolveContext, StepSolver, WrapperSolver
@@ -105,18 +106,18 @@ class PredictorCorrector(WrapperSolver):
         if isinstance(predictor, str):
             valid = sorted(n for n, c in registry.SOLVERS.items() if issubclass(c, StepSolver) and c is not PredictorCorrector)
             if predictor not in valid:
-                raise ValueError(f"unknown predictor {predictor!r}; valid predictors: {', '.join(valid)}")
+                raise OptionError(f"unknown predictor {predictor!r}; valid predictors: {', '.join(valid)}")
             predictor = registry.SOLVERS[predictor]()
         if not isinstance(predictor, StepSolver) or isinstance(predictor, PredictorCorrector):
-            raise ValueError(f"predictor must be a step solver (not pc itself), got {predictor!r}")
+            raise OptionError(f"predictor must be a step solver (not pc itself), got {predictor!r}")
         if corrector not in ("langevin", "none", None):
-            raise ValueError(f"unknown corrector {corrector!r}; valid correctors: langevin, none")
+            raise OptionError(f"unknown corrector {corrector!r}; valid correctors: langevin, none")
         super().__init__(predictor)
         self.corrector = corrector or "none"
         if self.corrector == "none":
             given = [n for n, v in (("snr", snr), ("corrector_steps", corrector_steps)) if v is not None]
             if given:
-                raise ValueError(f"{' and '.join(given)} set the Langevin corrector, but corrector='none'; "
+                raise OptionError(f"{' and '.join(given)} set the Langevin corrector, but corrector='none'; "
                                  "drop them or use corrector='langevin'")
             self.snr, self.corrector_steps = 0.0, 0
         else:
@@ -212,11 +213,11 @@ class AnnealedLangevin(StepSolver):
         if step_ratio is not None:
             step_ratio = finite_float(step_ratio, "step_ratio")
             if not 0 < step_ratio < 4:
-                raise ValueError(f"step_ratio must lie in (0, 4) for a stable Langevin step, got {step_ratio}")
+                raise OptionError(f"step_ratio must lie in (0, 4) for a stable Langevin step, got {step_ratio}")
         self.step_ratio = step_ratio
         self.max_ratio = finite_float(max_ratio, "max_ratio")
         if not self.max_ratio > 1:
-            raise ValueError(f"max_ratio must be > 1, got {max_ratio}")
+            raise OptionError(f"max_ratio must be > 1, got {max_ratio}")
 
     def steps_for(self, sde: SDE, shape: torch.Size, eps: float) -> int:
         """Number of levels ``L`` by Technique 2 for data of ``shape[1:]``: ``log(sigma_max/sigma_min) / log(gamma)``."""

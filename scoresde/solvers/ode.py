@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .._utils import append_dims
 from .._validation import positive_int
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, OptionError
 from ..sde.base import reverse_drift
 from .base import Callback, SolveContext, Solver, StepSolver
 from .odeint import ADAPTIVE_METHODS, DEFAULT_MAX_STEPS, FIXED_METHODS, check_method, odeint_checked
@@ -110,7 +110,7 @@ class DDIM(StepSolver):
 
     def __init__(self, eta: float = 0.0):
         if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+            raise OptionError(f"eta must lie in [0, 1], got {eta}")
         self.eta = float(eta)
 
     @property

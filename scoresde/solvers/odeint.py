@@ -13,7 +13,7 @@ from torch import Tensor
 from torchdiffeq import odeint
 
 from .._validation import positive_int
-from ..errors import IntegrationError, NonFiniteError
+from ..errors import IntegrationError, NonFiniteError, OptionError
 
 #: Fixed-step methods and their orders; ``heun`` is torchdiffeq's ``heun2``.
 FIXED_METHODS = {"euler": 1, "midpoint": 2, "heun": 2, "heun2": 2, "heun3": 3, "rk4": 4}
@@ -31,10 +31,10 @@ def check_method(method: str, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
     """Validate an ODE method name and tolerances; return whether the method is adaptive."""
     if not isinstance(method, str) or (method not in FIXED_METHODS and method not in ADAPTIVE_METHODS):
         valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
-        raise ValueError(f"unknown ODE method {method!r}; valid methods: {valid}")
+        raise OptionError(f"unknown ODE method {method!r}; valid methods: {valid}")
     for name, v in (("rtol", rtol), ("atol", atol)):
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or v != v or v == float("inf"):
-            raise ValueError(f"{name} must be a positive finite number, got {v!r}")
+            raise OptionError(f"{name} must be a positive finite number, got {v!r}")
     return method in ADAPTIVE_METHODS
 
 

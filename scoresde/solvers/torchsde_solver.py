@@ -8,7 +8,7 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from ..errors import NonFiniteError
+from ..errors import NonFiniteError, OptionError
 from ..sde.base import reverse_drift
 from .base import Callback, SolveContext, Solver
 
@@ -58,7 +58,7 @@ class TorchSDE(Solver):
 
     def __init__(self, method: str = "euler"):
         if method not in TORCHSDE_METHODS:
-            raise ValueError(f"unknown torchsde method {method!r}; valid methods: {', '.join(TORCHSDE_METHODS)}")
+            raise OptionError(f"unknown torchsde method {method!r}; valid methods: {', '.join(TORCHSDE_METHODS)}")
         self.method = method
 
     @property

@@ -15,6 +15,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from .._validation import MAX_SEED
 from ..errors import ScoreSDEError
 
 SDE_NAMES = ("vp", "subvp", "ve")
@@ -179,12 +180,14 @@ class TrainConfig:
             raise ConfigError(f"checkpoint_every must be a positive integer, got {self.checkpoint_every!r}")
         if self.sample_every is not None and (not _is_int(self.sample_every) or self.sample_every < -1):
             raise ConfigError(f"sample_every must be a positive integer, 0 (only at the end) or -1 (never), got {self.sample_every!r}")
-        if not _is_int(self.seed) or self.seed < 0:
-            raise ConfigError(f"seed must be a non-negative integer, got {self.seed!r}")
-        if self.lr is not None and not (_is_finite_number(self.lr) and self.lr > 0):
-            raise ConfigError(f"lr must be a positive number, got {self.lr!r}")
-        if not (_is_finite_number(self.weight_decay) and self.weight_decay >= 0):
-            raise ConfigError(f"weight_decay must be a non-negative number, got {self.weight_decay!r}")
+        if not _is_int(self.seed) or not 0 <= self.seed <= MAX_SEED:
+            raise ConfigError(f"seed must be an integer in [0, 2**63 - 1], got {self.seed!r}")
+        if self.lr is not None and not (_is_finite_number(self.lr) and 0 < self.lr <= _FLOAT32_MAX):
+            raise ConfigError(f"lr must be a positive number the float32 optimizer can hold (<= {_FLOAT32_MAX:.3g}), got {self.lr!r}")
+        if not (_is_finite_number(self.weight_decay) and 0 <= self.weight_decay <= _FLOAT32_MAX):
+            raise ConfigError(f"weight_decay must be a non-negative number (<= {_FLOAT32_MAX:.3g}), got {self.weight_decay!r}")
+        if self.lr is not None and self.lr * self.weight_decay > _FLOAT32_MAX:
+            raise ConfigError(f"lr * weight_decay = {self.lr * self.weight_decay:.3g} overflows float32; lower one of them")
         if not (_is_finite_number(self.grad_clip) and self.grad_clip >= 0):
             raise ConfigError(f"grad_clip must be a non-negative number (0 disables clipping), got {self.grad_clip!r}")
         if self.ema_decay is not None and not (_is_finite_number(self.ema_decay) and 0 <= self.ema_decay < 1):
@@ -199,6 +202,16 @@ class TrainConfig:
             raise ConfigError(f"p_uncond must lie in [0, 1], got {self.p_uncond!r}")
         if "num_classes" in self.net_kwargs and not self.conditional:
             raise ConfigError("net_kwargs has num_classes but conditional is false; pass conditional=True (--conditional)")
+        if not isinstance(self.out, str) or not self.out.strip():
+            raise ConfigError(f"out must be a non-empty directory path, got {self.out!r}")
+        if self.data_dir is not None and not isinstance(self.data_dir, str):
+            raise ConfigError(f"data_dir must be a path (a string) or None, got {self.data_dir!r}")
+        for name in ("importance_sampling", "compile"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+        for key, v in self.sde_kwargs.items():
+            if not _is_finite_number(v):
+                raise ConfigError(f"sde_kwargs[{key!r}] must be a finite number, got {v!r}")
         if self.importance_sampling and self.weighting != "likelihood":
             raise ConfigError("importance_sampling=True needs weighting='likelihood'")
         if not isinstance(self.device, str) or not (
@@ -272,6 +285,10 @@ def is_data_path(spec: str) -> bool:
 def _choice(name: str, value: Any, valid: Sequence[str]) -> None:
     if value not in valid:
         raise ConfigError(f"{name} must be one of {', '.join(valid)}; got {value!r}")
+
+
+#: Largest finite float32: a learning rate above it cannot even be stored in the optimizer's update.
+_FLOAT32_MAX = 3.4028234663852886e38
 
 
 def _is_int(v: Any) -> bool:

@@ -5,18 +5,30 @@ Nothing here starts processes: ``torchrun --nproc_per_node N -m scoresde train .
 ``MASTER_ADDR`` and ``MASTER_PORT``; :func:`init_distributed` reads them, picks the device
 (``cuda:LOCAL_RANK`` or CPU) and joins the process group with NCCL on CUDA and gloo on CPU.
 Without those variables everything runs in one process.
+
+Every collective waits at most ``$SCORESDE_DIST_TIMEOUT`` seconds (default 300) for the other
+processes: a stalled or dead rank makes the others stop with :class:`~scoresde.errors.DistributedError`
+instead of blocking forever.
 """
 
 from __future__ import annotations
 
+import datetime
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import Any, List
 
 import torch
 import torch.distributed as dist
 
+from ..errors import DistributedError
 from .config import ConfigError
+
+#: Environment variable: seconds a collective operation may wait for the other processes.
+TIMEOUT_ENV = "SCORESDE_DIST_TIMEOUT"
+#: Default collective timeout in seconds.
+DEFAULT_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -71,6 +83,43 @@ def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     return torch.device(device)
 
 
+def collective_timeout() -> datetime.timedelta:
+    """The collective timeout: ``$SCORESDE_DIST_TIMEOUT`` seconds, default :data:`DEFAULT_TIMEOUT_S`.
+
+    Raises:
+        ConfigError: the variable is not a positive number.
+    """
+    raw = os.environ.get(TIMEOUT_ENV)
+    if raw is None or raw == "":
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_S)
+    try:
+        seconds = float(raw)
+    except ValueError:
+        seconds = float("nan")
+    if not (seconds > 0 and seconds < 1e9):
+        raise ConfigError(f"${TIMEOUT_ENV} must be a positive number of seconds, got {raw!r}")
+    return datetime.timedelta(seconds=seconds)
+
+
+def is_collective_failure(e: BaseException) -> bool:
+    """Whether ``e`` comes from a collective that timed out or lost a peer."""
+    if isinstance(e, getattr(dist, "DistError", ())):
+        return True
+    text = str(e)
+    return isinstance(e, RuntimeError) and any(
+        k in text for k in ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer", "NCCL error")
+    )
+
+
+def collective_failure(e: BaseException) -> DistributedError:
+    """A one-line :class:`DistributedError` for a failed collective."""
+    first = (str(e).strip().splitlines() or [type(e).__name__])[0]
+    return DistributedError(
+        f"a training process did not answer within the collective timeout ({collective_timeout().total_seconds():g} s, "
+        f"${TIMEOUT_ENV}) or left the run: {first}. Check the other processes' output; the last checkpoint is intact"
+    )
+
+
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the ``torchrun`` process group if launched by it; otherwise describe a single process.
 
@@ -93,18 +142,33 @@ def init_distributed(device: str = "auto") -> DistInfo:
         return DistInfo(rank, world, local_rank, dev)
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed support; run without torchrun")
+    timeout = collective_timeout()
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-        dist.init_process_group("nccl", device_id=dev)
+        dist.init_process_group("nccl", device_id=dev, timeout=timeout)
     else:
-        dist.init_process_group("gloo")
+        dist.init_process_group("gloo", timeout=timeout)
     return DistInfo(rank, world, local_rank, dev, owns_group=True)
 
 
-def shutdown(info: DistInfo) -> None:
-    """Destroy the process group if :func:`init_distributed` created it."""
-    if info.owns_group and dist.is_initialized():
+def shutdown(info: DistInfo, graceful: bool = False) -> None:
+    """Destroy the process group if :func:`init_distributed` created it.
+
+    With ``graceful`` (every process finished its work) the processes first meet at a barrier, so
+    none tears down the group (and the rendezvous store rank 0 hosts) while another still uses it.
+    Errors during tear-down are reported as a note: they must not turn a finished run into a failure.
+    """
+    if not (info.owns_group and dist.is_initialized()):
+        return
+    try:
+        if graceful:
+            barrier(info)
+    except Exception as e:  # a peer already gone: nothing left to synchronise
+        print(f"scoresde: note: processes did not meet before shutdown ({str(e).splitlines()[0] if str(e) else e})", file=sys.stderr)
+    try:
         dist.destroy_process_group()
+    except Exception as e:
+        print(f"scoresde: note: tearing down the process group failed ({e})", file=sys.stderr)
 
 
 def barrier(info: DistInfo) -> None:

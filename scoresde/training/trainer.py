@@ -27,7 +27,8 @@ from typing import Any, Dict, List, Optional, Tuple, Union
 import torch
 from torch import Tensor, nn
 
-from ..errors import CheckpointError, DataError, NonFiniteError
+from .._utils import check_memory
+from ..errors import CheckpointError, DataError, NonFiniteError, OutputError, RunLockedError
 from ..score import NetworkScore
 from ..sde import SDE, VESDE, VPSDE, SubVPSDE
 from . import distributed as D
@@ -35,6 +36,7 @@ from .checkpoint import LATEST, PathLike, checkpoint_file, load_checkpoint, remo
 from .config import ConfigError, TrainConfig
 from .ema import EMA
 from .logger import JSONLLogger, ProgressBar
+from .runlock import RunLock
 
 #: SDE name -> class, for :func:`build_sde`.
 SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
@@ -193,11 +195,24 @@ class Trainer:
     def __init__(self, config: TrainConfig, *, resume: bool = False, progress: Optional[bool] = None, dataset: Any = None):
         config.validate()
         self.dist = D.init_distributed(config.device)
+        self._lock: Optional[RunLock] = None
         try:
+            self._lock = _lock_run_directory(Path(config.out), self.dist)
             self._setup(config, resume, progress, dataset)
         except BaseException:
-            D.shutdown(self.dist)
+            self._release()
             raise
+
+    def _release(self, graceful: bool = False) -> None:
+        """Unlock the run directory and leave the process group (end of training, or a failed setup).
+
+        ``graceful``: every process finished; they meet at a barrier before the group is destroyed.
+        """
+        try:
+            if self._lock is not None:
+                self._lock.release()
+        finally:
+            D.shutdown(self.dist, graceful=graceful)
 
     # .................................................................. setup
     def _setup(self, config: TrainConfig, resume: bool, progress: Optional[bool], dataset: Any) -> None:
@@ -223,6 +238,8 @@ class Trainer:
         self.log_path = self.out / LOG_FILE
 
         state = None
+        if resume and not self.ckpt_path.exists():
+            _check_against_saved_config(self.out, cfg)
         if self.ckpt_path.exists():
             state = load_checkpoint(self.ckpt_path)
             if not resume:
@@ -241,6 +258,9 @@ class Trainer:
             if int(state["step"]) > cfg.steps:
                 raise ConfigError(f"the checkpoint is at step {state['step']}, beyond steps={cfg.steps}; raise steps to continue")
 
+        # A batch of inputs, noise and targets (with their gradients) must at least fit.
+        check_memory(cfg.batch_size * math.prod(cfg.event_shape) * 4 * 8, f"training batches of {cfg.batch_size} x {tuple(cfg.event_shape)}",
+                     "Use a smaller --batch-size")
         # Model: the SDE, the network (seeded), its score wrapper, the EMA and the optimizer.
         self.sde = build_sde(cfg.sde, **cfg.sde_kwargs)
         try:
@@ -257,6 +277,10 @@ class Trainer:
         self.loss_fn = DSMLoss(
             self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean",
             p_uncond=cfg.p_uncond if cfg.conditional else 0.0,
+        )
+        # The same objective for health_check, kept apart from loss_fn (which callers may wrap).
+        self._probe_loss = DSMLoss(
+            self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean"
         )
 
         fwd: nn.Module = self.net
@@ -284,10 +308,14 @@ class Trainer:
         self.progress_enabled = progress
         self.figures: List[Path] = []
         self._figures_off = False
+        self.good_step: Optional[int] = self.step if state is not None else None
         if info.is_main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            remove_stale_temporaries(self.out)
-            (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                remove_stale_temporaries(self.out)
+                (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+            except OSError as e:
+                raise OutputError(f"cannot write to the output directory {self.out}: {e.strerror or e}") from None
         D.barrier(info)
 
     @property
@@ -321,6 +349,14 @@ class Trainer:
         }
 
     def _load_state(self, state: Dict[str, Any]) -> None:
+        for what, tensors in (("weights", state["model"]), ("EMA weights", state["ema"].get("state", {})),
+                              ("optimizer state", state.get("optimizer", {}))):
+            bad = _first_nonfinite(tensors)
+            if bad is not None:
+                raise CheckpointError(
+                    f"{self.ckpt_path} (step {state['step']}) holds non-finite {what} ({bad}); it cannot be resumed. "
+                    "Restart the run in a new directory, or from an earlier copy of the checkpoint"
+                )
         try:
             self.net.load_state_dict(state["model"])
         except RuntimeError as e:
@@ -352,12 +388,54 @@ class Trainer:
                     file=sys.stderr,
                 )
 
+    def health_check(self) -> Optional[str]:
+        """Why the current weights must not become the last good checkpoint, or ``None`` if they may.
+
+        The weights, the EMA weights and the optimizer state must be finite, and the weights must
+        give a finite loss on a fixed probe batch (the first ``batch_size`` training examples, noise
+        from a generator seeded with ``seed``, evaluation mode). Weights of ``1e30`` after a huge
+        learning rate are finite but give a NaN loss; they are caught by the second test. Neither
+        test touches the training random streams, so resumed runs stay exact.
+        """
+        for what, tensors in (("weights", self.net.state_dict()), ("EMA weights", self.ema.module.state_dict()),
+                              ("optimizer state", self.optimizer.state_dict()["state"])):
+            bad = _first_nonfinite(tensors)
+            if bad is not None:
+                return f"non-finite {what} ({bad})"
+        was_training = self.net.training
+        self.net.eval()
+        try:
+            with torch.no_grad():
+                x0 = self.data[: self.config.batch_size]
+                gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
+                loss = float(self._probe_loss(build_score_model(self.net, self.sde, self.config.parameterization), x0, generator=gen))
+        finally:
+            self.net.train(was_training)
+        return None if math.isfinite(loss) else f"a {loss} loss on the probe batch"
+
     def save(self) -> Optional[Path]:
-        """Write ``latest.pt`` atomically (rank 0; collective under DDP). Returns the path on rank 0."""
+        """Write ``latest.pt`` atomically (rank 0; collective under DDP). Returns the path on rank 0.
+
+        Raises:
+            NonFiniteError: the weights fail :meth:`health_check`; nothing is written and the last
+                good checkpoint (named in the message, with its step) is kept.
+        """
+        problem = self.health_check()
+        if problem is not None:
+            raise NonFiniteError(
+                f"the weights at step {self.step} have {problem}; they are not saved and {self._last_good_text()}. "
+                "Try a smaller learning rate (--lr), gradient clipping or checking the data"
+            )
         state = self.state_dict()
         path = save_checkpoint(state, self.ckpt_path) if self.dist.is_main else None
         D.barrier(self.dist)
+        self.good_step = self.step
         return path
+
+    def _last_good_text(self) -> str:
+        if self.good_step is None:
+            return "no checkpoint was written"
+        return f"the last good checkpoint, {self.ckpt_path}, is kept (step {self.good_step}: finite weights and loss)"
 
     # .................................................................. training
     def train(self) -> TrainResult:
@@ -370,10 +448,17 @@ class Trainer:
             NonFiniteError: the loss or gradient norm became NaN/infinite. The last checkpoint
                 written before that (if any) is left untouched.
         """
+        ok = False
         try:
-            return self._train()
+            result = self._train()
+            ok = True
+            return result
+        except Exception as e:
+            if self.dist.distributed and D.is_collective_failure(e):
+                raise D.collective_failure(e) from None
+            raise
         finally:
-            D.shutdown(self.dist)
+            self._release(graceful=ok)
 
     def _train(self) -> TrainResult:
         cfg, info = self.config, self.dist
@@ -388,7 +473,6 @@ class Trainer:
         t_start = time.perf_counter()
         aside_total = 0.0
         start_step = self.step
-        last_good = self.ckpt_path if self.ckpt_path.exists() else None
         if self.resumed_from is not None:
             log.write({"event": "resume", "step": self.step, "time": time.time()})
         autocast = (
@@ -410,7 +494,7 @@ class Trainer:
             for i, (l, g) in enumerate(vals):
                 if not (math.isfinite(l) and math.isfinite(g)):
                     what = "loss" if not math.isfinite(l) else "gradient norm"
-                    where = f"the last good checkpoint, {last_good}, is kept" if last_good else "no checkpoint was written"
+                    where = self._last_good_text()
                     log.write({"event": "nonfinite", "step": first + i, "loss": l, "grad_norm": g, "time": time.time()})
                     raise NonFiniteError(
                         f"the {what} became {l if what == 'loss' else g} at step {first + i}; training stopped and {where}. "
@@ -466,8 +550,11 @@ class Trainer:
                 if ckpt_due or self._figure_due(last):
                     t_aside = time.perf_counter()
                     if ckpt_due:
-                        self.save()
-                        last_good = self.ckpt_path
+                        try:
+                            self.save()
+                        except NonFiniteError as e:
+                            log.write({"event": "nonfinite", "step": self.step, "reason": str(e), "time": time.time()})
+                            raise
                     if self._figure_due(last):
                         self._draw_samples()
                     # Throughput figures count training only, not checkpoints and figures.
@@ -565,7 +652,12 @@ def load_model(
         net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
     except (ConfigError, TypeError, ValueError) as e:
         raise CheckpointError(f"{where} cannot be rebuilt: {e}") from None
+    if use_ema and "state" not in state["ema"]:
+        raise CheckpointError(f"{where} holds no EMA weights; load the raw weights (use_ema=False, --raw-weights)")
     weights = state["ema"]["state"] if use_ema else state["model"]
+    bad = _first_nonfinite(weights)
+    if bad is not None:
+        raise CheckpointError(f"{where} (step {state['step']}) holds non-finite {'EMA ' if use_ema else ''}weights ({bad}); refused")
     try:
         net.load_state_dict(weights)
     except (RuntimeError, KeyError, TypeError) as e:
@@ -584,6 +676,55 @@ def read_config(checkpoint: PathLike) -> TrainConfig:
 
 
 # ---------------------------------------------------------------------- helpers
+def _first_nonfinite(tree: Any, prefix: str = "") -> Optional[str]:
+    """The name of the first floating tensor in a (nested) dict/list holding NaN or inf, or ``None``."""
+    if isinstance(tree, Tensor):
+        return (prefix or "a tensor") if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    for k, v in items:
+        bad = _first_nonfinite(v, f"{prefix}.{k}" if prefix else str(k))
+        if bad is not None:
+            return bad
+    return None
+
+
+def _lock_run_directory(out: Path, info: D.DistInfo) -> Optional[RunLock]:
+    """Rank 0 locks ``out`` (:class:`~scoresde.training.runlock.RunLock`); every rank raises if it could not."""
+    lock, error = None, None
+    if info.is_main:
+        try:
+            lock = RunLock(out).acquire()
+        except (RunLockedError, OutputError) as e:
+            error = e
+    if info.distributed:
+        message = D.broadcast_object(None if error is None else str(error), info)
+        if message is not None and error is None:
+            raise RunLockedError(message)
+    if error is not None:
+        raise error
+    return lock
+
+
+def _check_against_saved_config(out: Path, cfg: TrainConfig) -> None:
+    """Resuming a run that has no checkpoint yet: its ``config.json`` must define the same run as ``cfg``."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return
+    try:
+        saved = TrainConfig.from_dict(json.loads(path.read_text()))
+    except (OSError, ValueError, ConfigError) as e:
+        raise CheckpointError(f"cannot resume {out}: its {CONFIG_FILE} is unreadable ({e}); use a new output directory") from None
+    if cfg.net_kwargs != saved.net_kwargs and all(saved.net_kwargs.get(k) == v for k, v in cfg.net_kwargs.items()):
+        cfg = cfg.replace(net_kwargs=saved.net_kwargs)  # the caller gave a subset of the stored network arguments
+    diffs = cfg.structural_differences(saved) if saved.is_resolved else []
+    if diffs:
+        lines = "; ".join(f"{k}: {CONFIG_FILE} {b!r}, now {a!r}" for k, a, b in diffs)
+        raise CheckpointError(
+            f"cannot resume {out}: it has no checkpoint yet and its {CONFIG_FILE} defines another run ({lines}). "
+            "Resume with the run's own options, or use a new output directory"
+        )
+
+
 def _load_training_data(config: TrainConfig) -> Any:
     from ..data import get_dataset
 
