@@ -1,6 +1,6 @@
 """MNIST, class-conditional: one U-Net for every digit and for none, sampled with classifier-free guidance.
 
-    python examples/mnist_conditional.py --data-dir ../shared/data --out docs/figures/mnist_conditional.png  # CPU: ~25 min
+    python examples/mnist_conditional.py --data-dir ../shared/data --out docs/figures/mnist_conditional.png  # CPU: 30-60 min
     python examples/mnist_conditional.py --data-dir ../shared/data --quick --out mnist_conditional.png       # a smoke run
 
 The network gets the digit as a label embedding with a learned null label; label dropout
@@ -12,8 +12,8 @@ at ``w = 0`` (plain conditional) and at a larger ``w``.
 a parent with an ``mnist/`` folder. Nothing is downloaded: without the files the script says where it
 looked and exits without error. The run is kept in ``--run-dir`` (default ``runs/mnist-conditional``) and
 resumed by the next call; ``examples/mnist_inpainting.py`` reuses it. On a CPU the default run
-(1,000 steps of batch 32, a 0.5M-parameter U-Net) gives recognisable but rough digits; a GPU run of
-``scoresde train --data mnist --conditional`` with the image defaults gives clean ones.
+(1,000 steps of batch 32, a 0.28M-parameter U-Net) gives mostly strokes and blobs, few clean digits; a
+GPU run of ``scoresde train --data mnist --conditional`` with the image defaults is what good samples need.
 """
 
 from __future__ import annotations
