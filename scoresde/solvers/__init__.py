@@ -2,12 +2,16 @@
 
 from .registry import SOLVERS  # noqa: I001  (first: the solver modules look the registry up lazily)
 from .base import CountedScore, SampleResult, SolveContext, Solver, StepSolver, WrapperSolver
+from .dpmpp import DPMSolverPP, DPMSolverPP2M, DPMSolverPP2MSDE, DPMSolverPP3M, DPMSolverPP3MSDE
 from .driver import make_grid, make_solver, sample, solve
+from .edm import EDM
 from .grids import GRIDS, Karras, LogSNR, Quadratic, TimeGrid, Uniform
+from .ipndm import IPNDM
 from .langevin import AnnealedLangevin, Langevin, PredictorCorrector, langevin_correct
 from .ode import DDIM, ProbabilityFlowODE
 from .predictors import Ancestral, EulerMaruyama, ReverseDiffusion
 from .torchsde_solver import TorchSDE
+from .unipc import UniPC
 
 __all__ = [
     "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SolveContext", "SampleResult", "CountedScore",
@@ -15,4 +19,5 @@ __all__ = [
     "TimeGrid", "Uniform", "Quadratic", "LogSNR", "Karras",
     "EulerMaruyama", "ReverseDiffusion", "Ancestral", "Langevin", "PredictorCorrector",
     "AnnealedLangevin", "ProbabilityFlowODE", "DDIM", "TorchSDE", "langevin_correct",
+    "DPMSolverPP", "DPMSolverPP2M", "DPMSolverPP3M", "DPMSolverPP2MSDE", "DPMSolverPP3MSDE", "UniPC", "IPNDM", "EDM",
 ]

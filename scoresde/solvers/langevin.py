@@ -189,16 +189,38 @@ class AnnealedLangevin(StepSolver):
         alpha_i = 2 u sigma_i^2
         x <- x + alpha_i / 2 * score(x, t_i) + sqrt(alpha_i) z
 
-    Defaults follow Song & Ermon (2020): the number of levels ``L`` (when ``steps`` is not given)
-    from Technique 2 (:func:`ladder_ratio` for the data's dimension), and the step ``u`` from
-    Technique 4 (:func:`langevin_step_ratio` for the grid's ratio between levels and
-    ``steps_per_level``), computed per level so that any grid works.
+    The ladder follows Song & Ermon (2020), Technique 2: the number of levels ``L`` (when
+    ``steps`` is not given) from :func:`ladder_ratio` for the data's dimension, with the ratio
+    between levels capped at ``max_ratio``. The step is ``alpha_i = step_ratio * sigma_i^2``
+    (default ``step_ratio = 1``, i.e. ``u = 1/2``); ``step_ratio=None`` computes ``u`` per level by
+    Technique 4 (:func:`langevin_step_ratio`).
+
+    Why not Technique 4 by default: it sizes ``u`` for data concentrated at a point, so that one
+    level's chain ends at the level's variance ``sigma_i^2``. Below the data's own scale ``s`` the
+    target's variance is ``s^2 + sigma_i^2`` and a chain with ``u ~ 0.1`` relaxes at the rate
+    ``u sigma_i^2 / s^2`` only: it stops following the shrinking target and keeps an excess variance
+    of about ``(1 - gamma^-2) / (2 u T)`` of ``s^2``. Measured on a VE ring of 8 Gaussians (2-D, std
+    0.2, radius 2, exact score, 4,000 samples: SE 0.017 nats per run), the mean true log-density
+    of the samples minus that of true samples is (one run; mean of 5 seeds where given):
+
+    | steps per level, max ratio, step | NFE | gap (nats) |
+    |---|---|---|
+    | 20, 1.5, Technique 4 (previous default) | 541 | -0.27 |
+    | 10, 1.2, Technique 4 | 581 | -0.18 |
+    | 10, 1.1, Technique 4 | 1,111 | -0.13 |
+    | 10, 1.2, ``step_ratio=1`` | 581 | -0.044 +- 0.009 (5 seeds) |
+    | 10, 1.2, ``step_ratio=2`` | 581 | -0.023 +- 0.009 (5 seeds) |
+    | **20, 1.2, ``step_ratio=1`` (default)** | **1,161** | **-0.028 +- 0.003 (5 seeds)** |
+
+    ``step_ratio=2`` is as accurate for half the evaluations here, but well above the data's scale
+    its chain jumps to twice the level's variance at every step (``step_ratio=1``: 4/3), which takes
+    a learned score further from the inputs it was trained on.
 
     Args:
-        steps_per_level: Langevin steps per noise level ``T``.
-        step_ratio: a fixed ``2 u = alpha_i / sigma_i^2`` instead of Technique 4 (NCSN's
-            ``2 eps / sigma_L^2``; the 2019 paper's ``2e-5 / 0.01^2 = 0.2``), in ``(0, 4)``.
-        max_ratio: cap on the ladder ratio ``gamma`` chosen by Technique 2.
+        steps_per_level: Langevin steps per noise level ``T`` (default 20).
+        step_ratio: ``2 u = alpha_i / sigma_i^2`` in ``(0, 4)`` (default 1; NCSN's ``2 eps / sigma_L^2``,
+            the 2019 paper's ``2e-5 / 0.01^2 = 0.2``), or ``None`` for Technique 4.
+        max_ratio: cap on the ladder ratio ``gamma`` chosen by Technique 2 (default 1.2).
     """
 
     name = "annealed_langevin"
@@ -208,7 +230,7 @@ class AnnealedLangevin(StepSolver):
     default_steps = 10
     default_grid = "log_snr"
 
-    def __init__(self, steps_per_level: int = 20, step_ratio: Optional[float] = None, max_ratio: float = 1.5):
+    def __init__(self, steps_per_level: int = 20, step_ratio: Optional[float] = 1.0, max_ratio: float = 1.2):
         self.steps_per_level = positive_int(steps_per_level, "steps_per_level")
         if step_ratio is not None:
             step_ratio = finite_float(step_ratio, "step_ratio")

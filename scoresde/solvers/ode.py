@@ -66,7 +66,8 @@ class ProbabilityFlowODE(Solver):
         def velocity(t: Tensor, y: Tensor) -> Tensor:
             nonlocal first_bad_t
             # torchdiffeq's first-step guess may probe just outside [eps, T]; keep the SDE inside it
-            tb = t.to(y.dtype).clamp(t_lo, t_hi).expand(B)
+            # (after a step-size underflow torchdiffeq may pass a NaN time: the underflow error reports it)
+            tb = torch.nan_to_num(t.to(y.dtype), nan=float(t_lo)).clamp(t_lo, t_hi).expand(B)
             v = reverse_drift(sde, y, tb, score(y, tb), 0.5)
             bad = ~torch.isfinite(v).all() & torch.isnan(first_bad_t)
             first_bad_t = torch.where(bad, t.to(first_bad_t.dtype), first_bad_t)
