@@ -5,7 +5,7 @@
 
 It reuses the class-conditional run of ``examples/mnist_conditional.py`` (``--run-dir``, trained first
 when missing) and compares, on the same test digits: the replacement method (``resample=1``), RePaint
-resampling (``resample=4``, 100 steps: CPU-sized; RePaint itself uses 250 steps and 10 passes) and
+resampling (``resample=3``, 50 steps: CPU-sized; RePaint itself uses 250 steps and 10 passes) and
 resampling with the true digit as a label (the conditional score). The
 known pixels are kept exactly in every case; what changes is how well the bottom half agrees with the top.
 
@@ -39,7 +39,7 @@ from mnist_conditional import find_mnist, parser, train_conditional_mnist  # noq
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = parser(__doc__)
     p.add_argument("--out", default="mnist_inpainting.png", help="PNG to write (default: mnist_inpainting.png)")
-    p.add_argument("--resample", type=int, default=4, help="RePaint passes per step (default: 4)")
+    p.add_argument("--resample", type=int, default=3, help="RePaint passes per step (default: 3)")
     args = p.parse_args(argv)
     data_dir = find_mnist(args.data_dir)
     if data_dir is None:
@@ -51,13 +51,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     sde, score, cfg, trained = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
                                               args.device, args.seed)
 
-    n = 3 if args.quick else 8
+    n = 3 if args.quick else 6
     test = get_dataset("mnist", data_dir=data_dir, split="test", n=n)
     x = test.data.to(args.device)
     labels = test.labels.to(args.device)
     mask = torch.zeros(1, 28, 28, device=args.device)
     mask[:, :14] = 1  # the top half is known; the mask is shared by the batch
-    steps = 4 if args.quick else 100
+    steps = 4 if args.quick else 50
     runs = {
         "replacement (resample = 1)": (score, 1),
         f"RePaint (resample = {args.resample})": (score, args.resample),
