@@ -81,8 +81,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ax.imshow(image_grid(imgs.cpu(), nrow=n), cmap="gray", vmin=0, vmax=1)
         ax.set_title(title, fontsize=9)
         ax.axis("off")
-    fig.suptitle(f"MNIST inpainting, {SOLVER} sampler with {steps} steps; model of examples/mnist_conditional.py "
-                 f"({trained} training steps)", fontsize=9)
+    fig.suptitle(f"MNIST inpainting, {SOLVER}, {steps} steps\nmodel of mnist_conditional.py ({trained} training steps)",
+                 fontsize=9)
     fig.tight_layout()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
