@@ -6,10 +6,11 @@
 
 Targets:
 
-* ``toy_2d``, ``langevin_vs_pc_vs_ode``, ``solver_comparison``, ``mnist``: run ``examples/<name>.py``
-  with its full (non-quick) settings and write ``docs/figures/<name>.png``. ``mnist`` reads the
-  MNIST files from ``--data-dir`` (default: the environment variable ``SCORESDE_DATA``) and keeps its
-  training run in ``runs/mnist-cpu``.
+* ``toy_2d``, ``langevin_vs_pc_vs_ode``, ``solver_comparison``, ``mnist``, ``conditional_toy``,
+  ``mnist_conditional``, ``mnist_inpainting``: run ``examples/<name>.py`` with its full (non-quick)
+  settings and write ``docs/figures/<name>.png``. The ``mnist*`` examples read the MNIST files from
+  ``--data-dir`` (default: the environment variable ``SCORESDE_DATA``) and keep their training runs in
+  ``runs/`` (``runs/mnist-cpu``; the last two share ``runs/mnist-conditional``).
 * ``benchmark``: copy the plot ``benchmarks/results/cpu-quick-quality_vs_nfe.png`` to
   ``docs/figures/benchmark_quality_vs_nfe.png``, and the "Quality against NFE" and "Solver
   overhead" sections of ``benchmarks/results/cpu-quick.md`` to ``docs/snippets/benchmark_quality.md``
@@ -34,7 +35,8 @@ ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
 SNIPPETS = ROOT / "docs" / "snippets"
 RESULTS = ROOT / "benchmarks" / "results"
-EXAMPLES = ("toy_2d", "langevin_vs_pc_vs_ode", "solver_comparison", "mnist")
+EXAMPLES = ("toy_2d", "langevin_vs_pc_vs_ode", "solver_comparison", "mnist", "conditional_toy", "mnist_conditional",
+            "mnist_inpainting")
 BENCH_MD = RESULTS / "cpu-quick.md"
 BENCH_PNG = RESULTS / "cpu-quick-quality_vs_nfe.png"
 #: section title of the benchmark report -> snippet file the solver guide includes
@@ -87,7 +89,7 @@ def copy_benchmark() -> List[Path]:
 def run_example(name: str, data_dir: str) -> Path:
     out = FIGURES / f"{name}.png"
     cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--out", str(out)]
-    if name == "mnist" and data_dir:
+    if name.startswith("mnist") and data_dir:
         cmd += ["--data-dir", data_dir]
     print("$", " ".join(cmd), flush=True)
     subprocess.run(cmd, cwd=ROOT, check=True, env=dict(os.environ, MPLBACKEND="Agg"))

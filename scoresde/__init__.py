@@ -4,13 +4,15 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 ``[B]``; a score function is any callable ``score_fn(x, t)`` returning a tensor shaped like ``x``.
 """
 
-from . import errors
+from . import errors, guidance
 from ._utils import append_dims
 from .errors import (
     DataError,
     DistributedError,
     IncompatibleSDEError,
     IntegrationError,
+    LabelError,
+    MaskError,
     NonFiniteError,
     OptionError,
     OutputError,
@@ -21,10 +23,12 @@ from .errors import (
     TimeRangeError,
     UnknownSolverError,
 )
+from .inpainting import inpaint
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
 from .seeding import SeededNoise
+from .smc import SMCResult, smc_inpaint
 from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
 
 __version__ = "0.1.0"
@@ -39,4 +43,5 @@ __all__ = [
     "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
     "SeededNoise",
+    "guidance", "inpaint", "smc_inpaint", "SMCResult", "LabelError", "MaskError",
 ]

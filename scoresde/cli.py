@@ -1,4 +1,5 @@
-"""The ``scoresde`` command line: ``train``, ``sample``, ``likelihood``, ``evaluate``, ``classifier`` and ``demo``.
+"""The ``scoresde`` command line: ``train``, ``sample``, ``likelihood``, ``evaluate``, ``classifier``, ``demo``,
+``train-classifier`` and ``inpaint``.
 
 User errors (bad options, missing or corrupt files, NaN losses) print ``scoresde: error: ...`` to
 stderr and exit with status 1 (2 for malformed command lines), without a traceback.
@@ -15,6 +16,9 @@ import sys
 import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
+
+from .cli_conditional import COMMANDS as CONDITIONAL_COMMANDS
+from .cli_conditional import add_conditional_commands, add_guidance_flags, guided_score
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -39,6 +43,7 @@ TRAIN_OPTIONS = (
     "data", "data_dir", "n_train", "sde", "net", "parameterization", "weighting", "importance_sampling",
     "loss_eps", "steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule", "grad_clip",
     "ema_decay", "seed", "device", "out", "checkpoint_every", "sample_every", "log_every", "precision", "compile",
+    "conditional", "p_uncond",
 )
 
 
@@ -195,6 +200,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--log-every", type=_positive_int, help="log interval in steps (default: 100)")
     t.add_argument("--precision", choices=["fp32", "bf16"], help="bf16 autocasts the forward pass (default: fp32)")
     t.add_argument("--compile", action="store_true", default=None, help="torch.compile the network")
+    t.add_argument("--conditional", action="store_true", default=None,
+                   help="train a class-conditional model on the data's labels (MNIST digits, toy components, .npz y)")
+    t.add_argument("--p-uncond", type=_nonneg_float, help="label dropout for classifier-free guidance (default: 0.1)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its checkpoint")
     t.add_argument("--classifier", help="with --eval-every: the sample-quality classifier file (default: RUN/classifier.pt)")
     t.add_argument("--eval-every", type=_positive_int,
@@ -238,6 +246,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eta", type=_nonneg_float, help="DDIM stochasticity in [0, 1] (ddim)")
     g.add_argument("--steps-per-level", type=_positive_int, help="Langevin steps per noise level (annealed_langevin)")
     g.add_argument("--step-ratio", type=_positive_float, help="Langevin step size over sigma^2 (annealed_langevin)")
+    add_guidance_flags(s)
     g.add_argument("--solver-arg", action="append", default=[], metavar="KEY=VALUE",
                    help="any other option of the solver's class, e.g. --solver-arg order=3 (repeatable)")
 
@@ -298,6 +307,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--quick", action="store_true", help="a smaller, faster run")
     d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    add_conditional_commands(sub, common)
     return p
 
 
@@ -488,6 +499,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _sample_sharded(args, out, opts)
     device = _device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
+    score, what = guided_score(args, score, cfg, device)
     event = tuple(cfg.event_shape)
     n = args.num or (64 if len(event) == 3 else 1000)
     _check_sample_size(n, event)
@@ -508,8 +520,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         from .training.plotting import save_samples_figure
 
         rng = tuple(cfg.data_range) if cfg.data_range else (-1.0, 1.0)
-        save_samples_figure(x, out, title=f"{args.solver}: {n} samples", data_range=rng)
-    print(f"wrote {n} samples of shape {event} to {out} (solver {args.solver}, NFE {nfe}, {seconds:.1f} s)")
+        save_samples_figure(x, out, title=f"{args.solver}: {n} samples ({what})", data_range=rng)
+    print(f"wrote {n} samples of shape {event} to {out} ({what}; solver {args.solver}, NFE {nfe}, {seconds:.1f} s)")
     return 0
 
 
@@ -727,7 +739,7 @@ def cmd_classifier(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"train": cmd_train, "sample": cmd_sample, "likelihood": cmd_likelihood, "evaluate": cmd_evaluate,
-            "classifier": cmd_classifier, "demo": cmd_demo}
+            "classifier": cmd_classifier, "demo": cmd_demo, **CONDITIONAL_COMMANDS}
 
 
 def main(argv: Optional[List[str]] = None) -> int:

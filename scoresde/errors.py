@@ -47,6 +47,14 @@ class CheckpointError(ScoreSDEError, ValueError):
     """Missing, corrupt or incompatible checkpoint."""
 
 
+class LabelError(ScoreSDEError, ValueError):
+    """A class label outside ``[0, K)``, a label for a model without classes, or labels of the wrong shape."""
+
+
+class MaskError(ScoreSDEError, ValueError):
+    """An inpainting mask of the wrong shape or with values other than 0 and 1."""
+
+
 class OptionError(ScoreSDEError, ValueError, TypeError):
     """An argument or option has an invalid value or type (a non-integer step count, an unknown grid,
     a generator that is not a ``torch.Generator``, a solver option the solver does not take).

@@ -79,6 +79,50 @@ class Gaussian:
             return self.mean.to(x).expand(B, -1), self.cov.to(x).expand(B, -1, -1)
         return self.marginal(sde, as_time(t, x, sde.T))
 
+    def conditional(
+        self, x_known: Tensor, mask: Tensor, sde: Optional[SDE] = None, t: Union[Tensor, float] = 0.0
+    ) -> "tuple[Tensor, Tensor]":
+        """Exact conditional of the unknown entries given the known ones (Schur complement).
+
+        With ``K`` the known and ``U`` the unknown entries of ``x ~ p_t = N(mu, C)`` (``p_0`` when
+        ``sde`` is ``None``)::
+
+            x_U | x_K ~ N(mu_U + C_UK C_KK^{-1} (x_K - mu_K),  C_UU - C_UK C_KK^{-1} C_KU)
+
+        Args:
+            x_known: ``[B, D]``; only the entries where ``mask == 1`` are read (others may be NaN).
+            mask: ``[D]`` or ``[B, D]``, 1 (or ``True``) where the entry is known.
+            sde, t: condition the diffused data ``p_t`` instead of ``p_0``.
+
+        Returns:
+            ``(mean [B, D], cov [B, D, D])``: the known entries of ``mean`` equal ``x_known`` and the
+            rows and columns of ``cov`` belonging to known entries are zero.
+        """
+        if x_known.ndim != 2 or x_known.shape[1] != self.dim:
+            raise ShapeError(f"x_known must be [B, {self.dim}], got {tuple(x_known.shape)}")
+        B = x_known.shape[0]
+        known = torch.as_tensor(mask, device=x_known.device).bool().expand(B, self.dim)
+        if sde is None:
+            mu, C = self.mean.to(x_known).expand(B, -1), self.cov.to(x_known).expand(B, -1, -1)
+        else:
+            mu, C = self.marginal(sde, as_time(t, x_known, sde.T))
+        means, covs = [], []
+        for b in range(B):  # a closed form for tests, not a sampling loop
+            k, u = known[b], ~known[b]
+            m, c = mu[b].clone(), torch.zeros_like(C[b])
+            xk = x_known[b, k]
+            if bool(u.any()):
+                Cuk, Ckk = C[b][u][:, k], C[b][k][:, k]
+                gain = torch.linalg.solve(Ckk, Cuk.T).T if bool(k.any()) else Cuk  # C_UK C_KK^{-1}
+                m[u] = mu[b, u] + (gain @ (xk - mu[b, k]) if bool(k.any()) else 0)
+                cuu = C[b][u][:, u] - (gain @ Cuk.T if bool(k.any()) else 0)
+                idx = u.nonzero().squeeze(1)
+                c[idx[:, None], idx[None, :]] = cuu
+            m[k] = xk
+            means.append(m)
+            covs.append(c)
+        return torch.stack(means), torch.stack(covs)
+
 
 class GaussianMixture:
     """Mixture of Gaussians with diagonal covariances on data of any event shape.
@@ -159,3 +203,68 @@ class GaussianMixture:
     def mean(self) -> Tensor:
         """Mixture mean, ``[*event]``."""
         return (append_dims(self.weights, self.means.ndim) * self.means).sum(0)
+
+    # ----------------------------------------------------------- class-conditional quantities
+    def _check_labels(self, y: Tensor, x: Tensor) -> Tensor:
+        y = torch.as_tensor(y, device=x.device)
+        if y.ndim == 0:
+            y = y.expand(x.shape[0])
+        if y.shape != (x.shape[0],) or y.is_floating_point():
+            raise ShapeError(f"y must be integer component labels [B] = [{x.shape[0]}], got {tuple(y.shape)} {y.dtype}")
+        K = self.n_components
+        if y.numel() and (bool((y < 0).any()) or bool((y >= K).any())):
+            raise ValueError(f"y must hold component labels in [0, {K}), got values in [{int(y.min())}, {int(y.max())}]")
+        return y.long()
+
+    def component_score(self, x: Tensor, y: Tensor, sde: Optional[SDE] = None, t: Union[Tensor, float] = 0.0) -> Tensor:
+        """``grad_x log p_t(x | y)``: the diffused score of component ``y[b]`` for each sample.
+
+        Args:
+            x: ``[B, *event]``.
+            y: ``[B]`` integer component labels (or one int for every sample).
+
+        Returns:
+            Shaped like ``x``: ``-(x - scale m_y) / (scale^2 s_y^2 + std^2)``.
+        """
+        y = self._check_labels(y, x)
+        _, diff, var = self._component_log_probs(x, sde, t)  # [B, K, *event] each
+        idx = append_dims(y, diff.ndim).expand(-1, 1, *diff.shape[2:])
+        return -(diff.gather(1, idx) / var.expand_as(diff).gather(1, idx)).squeeze(1)
+
+    def conditional_score_fn(self, sde: SDE):
+        """The exact conditional score ``(x, t, y) -> grad_x log p_t(x | y)``.
+
+        ``y`` is a ``[B]`` tensor of component labels, or ``None`` for the mixture score
+        ``grad_x log p_t(x)``; entries equal to ``-1`` (:data:`scoresde.guidance.NULL_LABEL`) also give
+        the mixture score for those samples. This is the ``cond_score_fn`` of :mod:`scoresde.guidance`
+        with the component as the class.
+        """
+        def cond_score(x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+            if y is None:
+                return self.score(x, sde, t)
+            null = torch.as_tensor(y, device=x.device) < 0  # NULL_LABEL (-1): the unconditional score for that sample
+            if not bool(null.any()):
+                return self.component_score(x, y, sde, t)
+            s_c = self.component_score(x, torch.where(null, torch.zeros_like(y), y), sde, t)
+            return torch.where(append_dims(null, x.ndim), self.score(x, sde, t), s_c)
+
+        cond_score.num_classes = self.n_components  # type: ignore[attr-defined]
+        cond_score.accepts_null_label = True  # type: ignore[attr-defined]
+        return cond_score
+
+    def posterior_logits(self, x: Tensor, sde: Optional[SDE] = None, t: Union[Tensor, float] = 0.0) -> Tensor:
+        """Logits ``[B, K]`` of the exact noisy posterior ``p(y | x_t)``.
+
+        ``log w_k + log N(x; scale m_k, scale^2 s_k^2 + std^2)``; their softmax is
+        :meth:`responsibilities` and ``grad_x log_softmax(logits)[y] = grad log p_t(x | y) - grad log p_t(x)``.
+        """
+        lp, _, _ = self._component_log_probs(x, sde, t)
+        return lp
+
+    def classifier(self, sde: SDE):
+        """The exact noise-conditional classifier ``(x, t) -> logits [B, K]`` (see :meth:`posterior_logits`)."""
+        def clf(x: Tensor, t: Tensor) -> Tensor:
+            return self.posterior_logits(x, sde, t)
+
+        clf.num_classes = self.n_components  # type: ignore[attr-defined]
+        return clf

@@ -155,12 +155,13 @@ def _check_options(sde: SDE, weighting: str, importance_sampling: bool, eps: flo
         raise ValueError("importance_sampling applies to weighting='likelihood' only")
 
 
-def _predict_eps(model: Any, x_t: Tensor, t: Tensor, std: Tensor) -> Tensor:
-    """Noise prediction ``eps_hat = -std(t) s(x_t, t)`` from a NetworkScore (or any score function)."""
+def _predict_eps(model: Any, x_t: Tensor, t: Tensor, std: Tensor, y: Optional[Tensor] = None) -> Tensor:
+    """Noise prediction ``eps_hat = -std(t) s(x_t, t[, y])`` from a NetworkScore (or any score function)."""
+    extra = () if y is None else (y,)
     if hasattr(model, "eps"):
-        out = model.eps(x_t, t)
+        out = model.eps(x_t, t, *extra)
     else:
-        out = -append_dims(std, x_t.ndim) * model(x_t, t)
+        out = -append_dims(std, x_t.ndim) * model(x_t, t, *extra)
     if out.shape != x_t.shape:
         raise ShapeError(f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x_t.shape)}")
     return out
@@ -178,6 +179,8 @@ def dsm_loss(
     generator: Optional[torch.Generator] = None,
     t: Optional[Tensor] = None,
     noise: Optional[Tensor] = None,
+    y: Optional[Tensor] = None,
+    p_uncond: float = 0.0,
 ) -> Tensor:
     """Weighted denoising score matching loss, a Monte-Carlo estimate over one batch.
 
@@ -199,6 +202,11 @@ def dsm_loss(
         generator: source of ``t`` and noise.
         t: times ``[B]`` to use instead of random ones (not with importance sampling).
         noise: the ``eps`` ``[B, *event]`` to use instead of random noise.
+        y: class labels ``[B]`` (integers in ``[0, K)``) for a class-conditional model, called as
+            ``model(x_t, t, y)``; ``None`` trains the unconditional score.
+        p_uncond: label dropout for classifier-free guidance: each label is replaced by the null
+            label ``-1`` with this probability (drawn from ``generator`` after ``t`` and the noise), so
+            one network learns both ``s(x, t, y)`` and ``s(x, t, None)``. Ho & Salimans use 0.1 to 0.2.
 
     Returns:
         A scalar (``[B]`` for ``reduction="none"``).
@@ -239,9 +247,22 @@ def dsm_loss(
     else:
         noise = noise.to(x0)
 
+    if not (0.0 <= float(p_uncond) <= 1.0):
+        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+    if y is not None:
+        from .guidance import NULL_LABEL, check_labels
+
+        k = getattr(model, "num_classes", None) if y.device.type == "cpu" else None  # no device sync per step
+        y = check_labels(y, k, "y", batch=B).to(x0.device)
+        if p_uncond > 0:  # label dropout: the null label with probability p_uncond
+            drop = _uniform(B, generator, x0.device, x0.dtype) < p_uncond
+            y = torch.where(drop, torch.full_like(y, NULL_LABEL), y)
+    elif p_uncond:
+        raise ValueError("p_uncond applies to class-conditional training; pass the labels y")
+
     scale, std = sde.marginal_coeffs(t)  # [B] each
     x_t = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise  # x_t ~ p_0t(. | x0)
-    eps_hat = _predict_eps(model, x_t, t, std)  # -std * s_theta(x_t, t)
+    eps_hat = _predict_eps(model, x_t, t, std, y)  # -std * s_theta(x_t, t[, y])
     err = batch_sum((eps_hat - noise) ** 2)  # ||eps_hat - eps||^2 = std^2 ||s_theta + eps/std||^2, [B]
 
     if weighting == "likelihood":
@@ -301,6 +322,7 @@ class DSMLoss:
         importance_sampling: importance-sample ``t`` (likelihood weighting only).
         eps: smallest training time.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
+        p_uncond: label dropout of class-conditional training (used when labels are passed).
 
     Options are validated, and the importance-sampling table built, at construction. ``config``
     holds the options as plain values (for checkpoints and logs).
@@ -308,9 +330,12 @@ class DSMLoss:
 
     def __init__(
         self, sde: SDE, weighting: str = "std2", importance_sampling: bool = False, eps: float = 1e-5,
-        reduction: str = "mean",
+        reduction: str = "mean", p_uncond: float = 0.0,
     ):
         _check_options(sde, weighting, importance_sampling, eps, reduction)
+        if not (0.0 <= float(p_uncond) <= 1.0):
+            raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+        self.p_uncond = float(p_uncond)
         self.sde = sde
         self.weighting, self.importance_sampling = weighting, bool(importance_sampling)
         self.eps, self.reduction = float(eps), reduction
@@ -320,16 +345,20 @@ class DSMLoss:
     @property
     def config(self) -> Dict[str, Any]:
         """The options as a dict (without the SDE)."""
-        return dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
+        opts = dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
+        if self.p_uncond:
+            opts["p_uncond"] = self.p_uncond
+        return opts
 
     def __call__(
         self, model: Any, x0: Tensor, generator: Optional[torch.Generator] = None, *,
-        t: Optional[Tensor] = None, noise: Optional[Tensor] = None,
+        t: Optional[Tensor] = None, noise: Optional[Tensor] = None, y: Optional[Tensor] = None,
     ) -> Tensor:
-        """Loss of ``model`` on the batch ``x0`` ``[B, *event]``: a scalar (``[B]`` for ``reduction="none"``)."""
+        """Loss of ``model`` on the batch ``x0`` ``[B, *event]`` (labels ``y`` ``[B]`` for a conditional model)."""
         return dsm_loss(
             self.sde, model, x0, weighting=self.weighting, importance_sampling=self.importance_sampling,
-            eps=self.eps, reduction=self.reduction, generator=generator, t=t, noise=noise,
+            eps=self.eps, reduction=self.reduction, generator=generator, t=t, noise=noise, y=y,
+            p_uncond=self.p_uncond if y is not None else 0.0,
         )
 
     def __repr__(self) -> str:

@@ -7,12 +7,12 @@ Exact scores (for Gaussian or mixture data) and trained networks plug into every
 
 from __future__ import annotations
 
-from typing import Callable, Literal
+from typing import Callable, Literal, Optional
 
 from torch import Tensor, nn
 
 from ._utils import append_dims
-from .errors import IncompatibleSDEError
+from .errors import IncompatibleSDEError, LabelError
 from .sde.base import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -37,6 +37,11 @@ class NetworkScore(nn.Module):
 
     Calling the wrapper returns the score, shaped like ``x``. ``raw(x, t)`` returns the network's
     own output and :meth:`eps` converts it to a noise prediction (what the DSM losses use).
+
+    A class-conditional network (built with ``num_classes=K``) makes this a conditional score
+    function ``score(x, t, y)``: ``y`` ``[B]`` integer labels in ``[0, K)``, ``-1`` entries or ``None``
+    for the unconditional score (see :mod:`scoresde.guidance`). ``num_classes`` is ``K`` (``None`` for a
+    network without classes).
     """
 
     def __init__(self, net: nn.Module, sde: SDE, parameterization: Parameterization = "eps", scale_by_std: bool = False):
@@ -54,13 +59,41 @@ class NetworkScore(nn.Module):
         self.parameterization = parameterization
         self.scale_by_std = scale_by_std
 
-    def raw(self, x: Tensor, t: Tensor) -> Tensor:
-        """The network's own output ``net(x, t)``, shaped like ``x``."""
-        return self.net(x, t)
+    @property
+    def num_classes(self) -> Optional[int]:
+        """``K`` of a class-conditional network, else ``None``."""
+        net = self.net
+        while not hasattr(net, "num_classes") and hasattr(net, "module"):  # DDP / compiled wrappers
+            net = net.module
+        k = getattr(net, "num_classes", None)
+        if k is None and hasattr(self.net, "_orig_mod"):
+            k = getattr(self.net._orig_mod, "num_classes", None)
+        return None if k is None else int(k)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Score ``grad_x log p_t(x)``: ``x`` ``[B, *event]``, ``t`` ``[B]`` -> like ``x``."""
-        out = self.net(x, t)
+    @property
+    def is_conditional(self) -> bool:
+        """Whether the network takes class labels."""
+        return self.num_classes is not None
+
+    @property
+    def accepts_null_label(self) -> bool:
+        """Whether ``y`` may mix labels and ``-1`` (unconditional) entries in one batch."""
+        return self.is_conditional
+
+    def _call(self, x: Tensor, t: Tensor, y: Optional[Tensor]) -> Tensor:
+        if y is None:
+            return self.net(x, t)
+        if not self.is_conditional:
+            raise LabelError("a class label y was given but the network has no classes; train it with num_classes=K (--conditional)")
+        return self.net(x, t, y)
+
+    def raw(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """The network's own output ``net(x, t[, y])``, shaped like ``x``."""
+        return self._call(x, t, y)
+
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Score ``grad_x log p_t(x [| y])``: ``x`` ``[B, *event]``, ``t`` ``[B]``, ``y`` ``[B]`` or ``None`` -> like ``x``."""
+        out = self._call(x, t, y)
         t = t.to(x.dtype)
         if self.parameterization == "eps":
             return eps_to_score(self.sde, out, t)
@@ -70,11 +103,11 @@ class NetworkScore(nn.Module):
             return out / append_dims(self.sde.marginal_coeffs(t)[1], x.ndim).to(out.dtype)
         return out
 
-    def eps(self, x: Tensor, t: Tensor) -> Tensor:
+    def eps(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
         """Noise prediction ``eps = -std(t) score``, shaped like ``x``."""
         if self.parameterization == "eps":
-            return self.net(x, t)
-        return score_to_eps(self.sde, self.forward(x, t), t.to(x.dtype))
+            return self._call(x, t, y)
+        return score_to_eps(self.sde, self.forward(x, t, y), t.to(x.dtype))
 
 
 def as_score_fn(

@@ -3,6 +3,7 @@
 import gzip
 import hashlib
 import math
+import os
 import struct
 from pathlib import Path
 
@@ -25,8 +26,8 @@ from scoresde.data import (
 )
 from scoresde.errors import DataError
 
-# the repository's ../shared/data (real MNIST / Fashion-MNIST files), when present
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# the data folder named by SCORESDE_DATA (real MNIST / Fashion-MNIST files), when set
+SHARED_DATA = Path(os.environ.get("SCORESDE_DATA") or "/nonexistent-scoresde-data")
 needs_mnist = pytest.mark.skipif(not (SHARED_DATA / "mnist").is_dir(), reason=f"{SHARED_DATA}/mnist not present")
 needs_fashion = pytest.mark.skipif(
     not (SHARED_DATA / "fashion-mnist").is_dir(), reason=f"{SHARED_DATA}/fashion-mnist not present"

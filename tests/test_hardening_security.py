@@ -22,7 +22,7 @@ from scoresde.errors import CheckpointError, DataError
 from scoresde.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = Path(os.environ.get("SCORESDE_DATA", REPO.parent / "shared" / "data"))
+SHARED_DATA = Path(os.environ.get("SCORESDE_DATA") or "/nonexistent-scoresde-data")
 needs_real = pytest.mark.skipif(
     not ((SHARED_DATA / "mnist").is_dir() and (SHARED_DATA / "fashion-mnist").is_dir()),
     reason="MNIST and Fashion-MNIST not found (set SCORESDE_DATA)",

@@ -23,9 +23,9 @@ from torch import Tensor
 
 from .._validation import integer, positive_int
 from ..errors import DataError
-from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array
+from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array, read_labels
 from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
-from .toy import TOY_DATASETS, toy_data, toy_gmm
+from .toy import TOY_DATASETS, TOY_NUM_CLASSES, toy_data, toy_data_with_labels, toy_gmm
 
 #: Number of points drawn for a toy data set when ``n`` is not given.
 DEFAULT_TOY_SIZE = 100_000
@@ -171,7 +171,7 @@ def get_dataset(
 
     Args:
         spec: a toy name (:data:`TOY_DATASETS`), ``"mnist"``, ``"fashion-mnist"``, or the path of a
-            ``.npy`` / ``.npz`` file (see :func:`load_array`).
+            ``.npy`` / ``.npz`` file (see :func:`load_array`; an ``.npz`` may hold labels ``y``).
         data_dir: where the MNIST-family files are (see :func:`load_mnist`); default: the environment
             variable ``SCORESDE_DATA`` (:func:`default_data_dir`).
         split: ``"train"`` or ``"test"``. For toy data it picks the default seed
@@ -199,7 +199,8 @@ def get_dataset(
     if spec in TOY_DATASETS:
         if generator is None:
             generator = torch.Generator().manual_seed(TOY_SPLIT_SEEDS[split])
-        return Dataset(spec, toy_data(spec, DEFAULT_TOY_SIZE if n is None else int(n), generator))
+        x, labels = toy_data_with_labels(spec, DEFAULT_TOY_SIZE if n is None else int(n), generator)
+        return Dataset(spec, x, labels=labels)
 
     if spec in MNIST_DATASETS:
         if data_dir is None:
@@ -215,10 +216,12 @@ def get_dataset(
 
     if _is_array_path(spec):
         arr = read_array(spec)
+        labels = read_labels(spec, arr.shape[0])
+        labels = None if labels is None else _check_n(labels, n, spec)
         if arr.dtype == "uint8":
             data = to_model_range(torch.from_numpy(arr.copy()))
-            return Dataset(spec, _check_n(data, n, spec), 256, DEFAULT_RANGE)
-        return Dataset(spec, _check_n(array_to_tensor(arr, spec), n, spec))
+            return Dataset(spec, _check_n(data, n, spec), 256, DEFAULT_RANGE, labels)
+        return Dataset(spec, _check_n(array_to_tensor(arr, spec), n, spec), labels=labels)
 
     raise DataError(
         f"unknown data set {spec!r}; valid: {', '.join(TOY_DATASETS)}, {', '.join(MNIST_DATASETS)}, "
@@ -236,8 +239,8 @@ def _check_n(x: Tensor, n: Optional[int], name: str) -> Tensor:
 
 __all__ = [
     "Dataset", "get_dataset", "to_model_range", "to_levels", "dequantization_range",
-    "toy_data", "toy_gmm", "TOY_DATASETS",
-    "load_array", "read_array", "NPZ_KEYS",
+    "toy_data", "toy_gmm", "TOY_DATASETS", "toy_data_with_labels", "TOY_NUM_CLASSES",
+    "load_array", "read_array", "read_labels", "NPZ_KEYS",
     "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
     "DEFAULT_TOY_SIZE", "DEFAULT_RANGE", "DATA_ENV", "default_data_dir",
 ]

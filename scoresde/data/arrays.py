@@ -6,7 +6,7 @@ import math
 import os
 import zipfile
 import zlib
-from typing import Any, Tuple, Union
+from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 import torch
@@ -70,6 +70,38 @@ def read_array(path: PathLike) -> np.ndarray:
         if bad:
             raise DataError(f"{where}: contains {bad} NaN or infinite values")
     return arr
+
+
+#: Key of the class labels in an ``.npz`` archive.
+LABEL_KEY = "y"
+
+
+def read_labels(path: PathLike, n: int) -> "Optional[Tensor]":
+    """The class labels ``y`` of an ``.npz`` archive as int64 ``[n]``, or ``None`` when it has none.
+
+    Raises:
+        DataError: labels that are not integers, not one per example, or negative.
+    """
+    path = os.fspath(path)
+    if os.path.splitext(path)[1].lower() != ".npz":
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            if LABEL_KEY not in archive.files:
+                return None
+            y = archive[LABEL_KEY]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise DataError(f"{path}: cannot read the labels {LABEL_KEY!r} ({e})") from None
+    where = f"{path}[{LABEL_KEY!r}]"
+    if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
+        y = y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise DataError(f"{where}: class labels must be integers, got dtype {y.dtype}")
+    if y.shape != (n,):
+        raise DataError(f"{where}: need one label per example, shape ({n},), got {y.shape}")
+    if y.size and y.min() < 0:
+        raise DataError(f"{where}: class labels must be 0, 1, ..., K-1; got a negative label {int(y.min())}")
+    return torch.from_numpy(y.astype(np.int64))
 
 
 def _npy_header(f: Any, where: str) -> Tuple[Tuple[int, ...], np.dtype, int]:

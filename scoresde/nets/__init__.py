@@ -17,7 +17,7 @@ from torch import nn
 
 from .._utils import check_memory
 from ..errors import OptionError, ShapeError
-from .embedding import EMBEDDINGS, GaussianFourierEmbedding, SinusoidalEmbedding
+from .embedding import EMBEDDINGS, GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
 
@@ -93,5 +93,5 @@ def network_bytes(kind: str, **kwargs: Any) -> "tuple[int, int]":
 
 __all__ = [
     "NETWORKS", "build_network", "network_bytes", "MLP", "UNet",
-    "GaussianFourierEmbedding", "SinusoidalEmbedding", "EMBEDDINGS",
+    "GaussianFourierEmbedding", "SinusoidalEmbedding", "EMBEDDINGS", "LabelEmbedding",
 ]

@@ -19,7 +19,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from ..errors import OptionError, ShapeError
+from ..errors import LabelError, OptionError, ShapeError
 
 
 def _check_embed_dim(embed_dim: int) -> int:
@@ -101,6 +101,48 @@ class SinusoidalEmbedding(nn.Module):
 
     def extra_repr(self) -> str:
         return f"embed_dim={self.embed_dim}, time_scale={self.time_scale}, max_period={self.max_period}"
+
+
+class LabelEmbedding(nn.Module):
+    """Learned class-label embedding with an extra *null* label for the unconditional model.
+
+    ``K`` class vectors plus one null vector (index ``K``): ``y = None`` and entries equal to ``-1``
+    (:data:`scoresde.guidance.NULL_LABEL`) select the null vector, so one network gives both the
+    conditional and the unconditional score (classifier-free guidance).
+
+    Args:
+        num_classes: ``K >= 1``.
+        embed_dim: size of each vector.
+
+    Shapes: ``y`` ``[B]`` (integers in ``[-1, K)``) or ``None`` with ``batch=B`` -> ``[B, embed_dim]``.
+    """
+
+    def __init__(self, num_classes: int, embed_dim: int):
+        super().__init__()
+        if int(num_classes) < 1:
+            raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+        self.num_classes = int(num_classes)
+        self.table = nn.Embedding(self.num_classes + 1, int(embed_dim))
+        nn.init.normal_(self.table.weight, std=0.02)
+
+    def forward(self, y, batch: int, device: torch.device) -> torch.Tensor:
+        """Embed labels ``y`` ``[B]`` (or ``None``: the null label for all ``batch`` samples)."""
+        K = self.num_classes
+        if y is None:
+            return self.table.weight[K].expand(batch, -1)
+        if not isinstance(y, torch.Tensor) or y.is_floating_point() or y.dtype == torch.bool:
+            raise LabelError(f"y must be an integer tensor [B] of class labels, got {getattr(y, 'dtype', type(y).__name__)}")
+        if y.shape != (batch,):
+            raise LabelError(f"y must have shape [B] = [{batch}] (one label per sample), got {tuple(y.shape)}")
+        # range check on the CPU only: on an accelerator it would synchronise every call (labels are checked
+        # where they enter instead: scoresde.guidance binds them, the trainer checks the data set)
+        if y.device.type == "cpu" and y.numel() and (bool((y < -1).any()) or bool((y >= K).any())):
+            raise LabelError(f"y must hold class labels in [0, {K}) (or -1 for none), got values in [{int(y.min())}, {int(y.max())}]")
+        idx = torch.where(y < 0, torch.full_like(y, K), y).to(device=device, dtype=torch.long)
+        return self.table(idx)
+
+    def extra_repr(self) -> str:
+        return f"num_classes={self.num_classes} (+1 null)"
 
 
 #: Name -> time-embedding class, as selected by ``UNet(embed=...)``.

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import as_time, check_batch
 from .._validation import finite_float, nonneg_int, positive_int
-from ..errors import ShapeError
-from .embedding import GaussianFourierEmbedding
+from ..errors import LabelError, ShapeError
+from .embedding import GaussianFourierEmbedding, LabelEmbedding
 
 
 class _ResidualLayer(nn.Module):
@@ -41,6 +41,8 @@ class MLP(nn.Module):
         depth: number of time-conditioned residual layers.
         embed_dim: size of the Fourier time embedding (even).
         fourier_scale: standard deviation of the Fourier frequencies.
+        num_classes: ``K`` for a class-conditional network ``net(x, t, y)``: a learned label
+            embedding (with a null label for ``y=None`` or ``-1``) is added to the time features.
 
     Shapes: ``x`` ``[B, D]`` (or any ``[B, *event]`` with ``prod(event) == dim``, flattened and
     reshaped back) and ``t`` ``[B]`` -> shaped like ``x``.
@@ -51,7 +53,10 @@ class MLP(nn.Module):
 
     kind = "mlp"
 
-    def __init__(self, dim: int, hidden: int = 256, depth: int = 3, embed_dim: int = 128, fourier_scale: float = 16.0):
+    def __init__(
+        self, dim: int, hidden: int = 256, depth: int = 3, embed_dim: int = 128, fourier_scale: float = 16.0,
+        num_classes: Optional[int] = None,
+    ):
         super().__init__()
         dim, hidden, embed_dim = positive_int(dim, "dim"), positive_int(hidden, "hidden"), positive_int(embed_dim, "embed_dim")
         depth = nonneg_int(depth, "depth")
@@ -70,15 +75,23 @@ class MLP(nn.Module):
         self.input = nn.Linear(self.dim, hidden)
         self.layers = nn.ModuleList([_ResidualLayer(hidden, hidden) for _ in range(int(depth))])
         self.output = nn.Linear(hidden, self.dim)
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if self.num_classes is not None:
+            self.config["num_classes"] = self.num_classes
+            self.label_embed = LabelEmbedding(self.num_classes, hidden)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Evaluate the network: ``x`` ``[B, *event]``, ``t`` ``[B]`` -> shaped like ``x``."""
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Evaluate the network: ``x`` ``[B, *event]``, ``t`` ``[B]``, labels ``y`` ``[B]`` or ``None`` -> like ``x``."""
         check_batch(x, "x")
         h = x.reshape(x.shape[0], -1)
         if h.shape[1] != self.dim:
             raise ShapeError(f"MLP built for dim={self.dim} got x of shape {tuple(x.shape)} ({h.shape[1]} elements per sample)")
         t = as_time(t, x, check_range=False)
         temb = self.time_embed(t)  # [B, hidden]
+        if self.num_classes is not None:
+            temb = temb + self.label_embed(y, x.shape[0], x.device).to(temb.dtype)
+        elif y is not None:
+            raise LabelError("y was given to a network without classes; build it with num_classes=K")
         h = self.input(h)
         for layer in self.layers:
             h = layer(h, temb)

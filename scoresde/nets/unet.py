@@ -28,8 +28,8 @@ from torch import Tensor, nn
 
 from .._utils import append_dims, as_time, check_batch
 from .._validation import finite_float, positive_int
-from ..errors import OptionError, ShapeError
-from .embedding import EMBEDDINGS
+from ..errors import LabelError, OptionError, ShapeError
+from .embedding import EMBEDDINGS, LabelEmbedding
 
 _SKIP_SCALE = 1.0 / math.sqrt(2.0)
 
@@ -125,8 +125,10 @@ class UNet(nn.Module):
             ``"positional"`` (sinusoidal of ``1000 t``).
         num_groups: GroupNorm groups; every width ``channels * mult`` must be divisible by it.
         fourier_scale: frequency scale of the Fourier embedding.
+        num_classes: ``K`` for a class-conditional network ``net(x, t, y)``: a learned label
+            embedding (with a null label for ``y=None`` or ``-1``) is added to the time embedding.
 
-    Shapes: ``x`` ``[B, C, S, S]`` and ``t`` ``[B]`` -> ``[B, C, S, S]``.
+    Shapes: ``x`` ``[B, C, S, S]``, ``t`` ``[B]`` and ``y`` ``[B]`` or ``None`` -> ``[B, C, S, S]``.
 
     Examples: MNIST (28 -> 14 -> 7) with the defaults; a CPU-sized model with ``channels=16``,
     ``num_res_blocks=1``; 8x8 images with ``image_size=8`` (levels 8 -> 4 -> 2).
@@ -149,6 +151,7 @@ class UNet(nn.Module):
         embed: str = "fourier",
         num_groups: int = 8,
         fourier_scale: float = 16.0,
+        num_classes: Optional[int] = None,
     ):
         super().__init__()
         in_channels, image_size = positive_int(in_channels, "in_channels"), positive_int(image_size, "image_size")
@@ -197,6 +200,9 @@ class UNet(nn.Module):
             embed=embed, num_groups=num_groups, fourier_scale=float(fourier_scale),
         )
         self.in_channels, self.image_size = in_channels, image_size
+        self.num_classes = None if num_classes is None else int(num_classes)
+        if self.num_classes is not None:
+            self.config["num_classes"] = self.num_classes
 
         # time embedding: t -> [B, channels] -> MLP -> [B, 4 * channels]
         temb_dim = 4 * channels
@@ -204,6 +210,9 @@ class UNet(nn.Module):
         self.time_embed = nn.Sequential(
             embedding, _default_init(nn.Linear(channels, temb_dim)), nn.SiLU(), _default_init(nn.Linear(temb_dim, temb_dim))
         )
+
+        if self.num_classes is not None:
+            self.label_embed = LabelEmbedding(self.num_classes, temb_dim)
 
         # encoder: record the width of every activation pushed on the skip stack
         self.conv_in = _conv(in_channels, channels)
@@ -245,14 +254,18 @@ class UNet(nn.Module):
         self.norm_out = nn.GroupNorm(num_groups, ch)
         self.conv_out = _conv(ch, in_channels, zero=True)
 
-    def forward(self, x: Tensor, t: Tensor) -> Tensor:
-        """Evaluate the network: ``x`` ``[B, C, S, S]``, ``t`` ``[B]`` -> ``[B, C, S, S]``."""
+    def forward(self, x: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """Evaluate the network: ``x`` ``[B, C, S, S]``, ``t`` ``[B]``, ``y`` ``[B]`` or ``None`` -> ``[B, C, S, S]``."""
         check_batch(x, "x")
         expected = (self.in_channels, self.image_size, self.image_size)
         if tuple(x.shape[1:]) != expected:
             raise ShapeError(f"UNet built for images {expected} got x of shape {tuple(x.shape)}")
         t = as_time(t, x, check_range=False)
         temb = self.time_embed(t)  # [B, 4 * channels]
+        if self.num_classes is not None:
+            temb = temb + self.label_embed(y, x.shape[0], x.device).to(temb.dtype)
+        elif y is not None:
+            raise LabelError("y was given to a network without classes; build it with num_classes=K")
 
         h = self.conv_in(x)
         hs = [h]

@@ -29,7 +29,7 @@ PARAMETERIZATIONS = ("eps", "score", "x0")
 #: with the same values (everything else, e.g. ``steps``, ``lr`` or ``device``, may change).
 STRUCTURAL_FIELDS = (
     "data", "n_train", "sde", "sde_kwargs", "net", "net_kwargs", "parameterization", "weighting",
-    "importance_sampling", "loss_eps", "batch_size", "seed", "event_shape",
+    "importance_sampling", "loss_eps", "batch_size", "seed", "event_shape", "conditional", "p_uncond",
 )
 
 # Defaults for vector (toy) data and for images; see TrainConfig.resolve.
@@ -82,6 +82,11 @@ class TrainConfig:
         event_shape: shape of one example; filled in from the data.
         discrete_levels: number of quantisation levels of the data (256 for 8-bit images) or ``None``.
         data_range: for quantised data, ``[lo, hi]``: level ``k`` sits at ``lo + (hi - lo) k / (levels - 1)``.
+        conditional: train a class-conditional network on the data's labels (MNIST digits, the toy
+            sets' mixture components, the ``y`` array of an ``.npz``); ``net_kwargs["num_classes"]`` is
+            set from the labels.
+        p_uncond: with ``conditional``, the probability of replacing a label by the null label (label
+            dropout), so that the network also learns the unconditional score for classifier-free guidance.
     """
 
     data: str = "moons"
@@ -114,6 +119,8 @@ class TrainConfig:
     event_shape: Optional[List[int]] = None
     discrete_levels: Optional[int] = None
     data_range: Optional[List[float]] = None
+    conditional: bool = False
+    p_uncond: float = 0.1
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> Dict[str, Any]:
@@ -189,6 +196,12 @@ class TrainConfig:
             raise ConfigError(f"loss_eps must lie in (0, 1), got {self.loss_eps!r}")
         if not isinstance(self.sde_kwargs, dict) or not isinstance(self.net_kwargs, dict):
             raise ConfigError("sde_kwargs and net_kwargs must be dicts")
+        if not isinstance(self.conditional, bool):
+            raise ConfigError(f"conditional must be true or false, got {self.conditional!r}")
+        if not (_is_finite_number(self.p_uncond) and 0 <= self.p_uncond <= 1):
+            raise ConfigError(f"p_uncond must lie in [0, 1], got {self.p_uncond!r}")
+        if "num_classes" in self.net_kwargs and not self.conditional:
+            raise ConfigError("net_kwargs has num_classes but conditional is false; pass conditional=True (--conditional)")
         if not isinstance(self.out, str) or not self.out.strip():
             raise ConfigError(f"out must be a non-empty directory path, got {self.out!r}")
         if self.data_dir is not None and not isinstance(self.data_dir, str):

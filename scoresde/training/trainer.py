@@ -236,6 +236,7 @@ class Trainer:
         if not bool(torch.isfinite(data).all()):
             raise DataError("the training data contain NaN or infinite values")
         cfg = config.resolve(tuple(data.shape[1:]), getattr(ds, "discrete_levels", None), getattr(ds, "data_range", None))
+        self.labels, cfg = _training_labels(cfg, ds)
         if cfg.sde == "ve" and "sigma_max" not in cfg.sde_kwargs:
             cfg = cfg.replace(sde_kwargs={**cfg.sde_kwargs, "sigma_max": _max_pairwise_distance(data)})
         self.out = Path(cfg.out)
@@ -280,7 +281,8 @@ class Trainer:
         self.ema = EMA(self.net, cfg.ema_decay)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         self.loss_fn = DSMLoss(
-            self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean"
+            self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean",
+            p_uncond=cfg.p_uncond if cfg.conditional else 0.0,
         )
         # The same objective for health_check, kept apart from loss_fn (which callers may wrap).
         self._probe_loss = DSMLoss(
@@ -298,6 +300,7 @@ class Trainer:
 
         # Data and randomness.
         self.data = data.to(self.device, torch.get_default_dtype())
+        self.labels = None if self.labels is None else self.labels.to(self.device)
         self.sampler = ShardedBatchSampler(
             self.data.shape[0], cfg.batch_size, info.rank, info.world_size, torch.Generator().manual_seed(cfg.seed)
         )
@@ -529,12 +532,14 @@ class Trainer:
         try:
             self.net.train()
             while self.step < cfg.steps:
-                x0 = self.data[self.sampler.next_indices().to(self.device)]
+                idx = self.sampler.next_indices().to(self.device)
+                x0 = self.data[idx]
+                label_kw = {} if self.labels is None else {"y": self.labels[idx]}
                 lr = learning_rate(self.step, cfg)
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 with autocast:
-                    loss = self.loss_fn(self.train_model, x0, generator=self.noise_generator)
+                    loss = self.loss_fn(self.train_model, x0, generator=self.noise_generator, **label_kw)
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
@@ -736,6 +741,30 @@ def _load_training_data(config: TrainConfig) -> Any:
         config.data, data_dir=config.data_dir, split="train", n=config.n_train,
         generator=torch.Generator().manual_seed(config.seed),
     )
+
+
+def _training_labels(cfg: TrainConfig, ds: Any) -> Tuple[Optional[Tensor], TrainConfig]:
+    """The labels of a class-conditional run (checked once, here) and the config with ``num_classes`` set."""
+    if not cfg.conditional:
+        return None, cfg
+    labels = getattr(ds, "labels", None)
+    if labels is None:
+        raise DataError(
+            f"conditional training needs labelled data, and {cfg.data!r} has no labels; use mnist, fashion-mnist, a toy "
+            "set with components (moons, checkerboard, rings, gmm) or an .npz file with arrays x and y"
+        )
+    labels = torch.as_tensor(labels)
+    if labels.is_floating_point() or labels.ndim != 1 or labels.shape[0] != ds.data.shape[0]:
+        raise DataError(f"the labels must be integers, one per example ({ds.data.shape[0]}), got {tuple(labels.shape)} {labels.dtype}")
+    if bool((labels < 0).any()):
+        raise DataError(f"class labels must be 0, 1, ..., K-1; got a negative label {int(labels.min())}")
+    k = int(labels.max()) + 1
+    given = cfg.net_kwargs.get("num_classes")
+    if given is not None and int(given) < k:
+        raise ConfigError(f"net_kwargs num_classes={given} but the data has labels up to {k - 1}")
+    if given is None:
+        cfg = cfg.replace(net_kwargs={**cfg.net_kwargs, "num_classes": k})
+    return labels.long(), cfg
 
 
 def _max_pairwise_distance(data: Tensor, max_points: int = 2000) -> float:

@@ -1,0 +1,135 @@
+"""MNIST, class-conditional: one U-Net for every digit and for none, sampled with classifier-free guidance.
+
+    python examples/mnist_conditional.py --data-dir /path/to/data --out docs/figures/mnist_conditional.png  # CPU: 30-60 min
+    python examples/mnist_conditional.py --data-dir /path/to/data --quick --out mnist_conditional.png       # a smoke run
+
+The network gets the digit as a label embedding with a learned null label; label dropout
+(``p_uncond = 0.1``) teaches it the unconditional score too, so classifier-free guidance
+``(1 + w) s(x, t, y) - w s(x, t, None)`` needs no second network. The figure shows one row per digit
+at ``w = 0`` (plain conditional) and at a larger ``w``.
+
+``--data-dir`` (or the environment variable ``SCORESDE_DATA``) is the folder with the MNIST IDX files or
+a parent with an ``mnist/`` folder. Nothing is downloaded: without the files the script says where it
+looked and exits with status 1. The run is kept in ``--run-dir`` (default ``runs/mnist-conditional``) and
+resumed by the next call; ``examples/mnist_inpainting.py`` reuses it. On a CPU the default run
+(1,000 steps of batch 32, a 0.28M-parameter U-Net) gives mostly strokes and blobs, few clean digits; a
+GPU run of ``scoresde train --data mnist --conditional`` with the image defaults is what good samples need.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+import scoresde
+from scoresde import guidance
+from scoresde.data import resolve_mnist_dir
+from scoresde.errors import DataError
+from scoresde.training import TrainConfig, Trainer, load_model
+from scoresde.training.plotting import image_grid
+
+
+def find_mnist(data_dir: Optional[str]) -> Optional[str]:
+    """The folder with the MNIST files under ``data_dir``, or ``None`` when they are not there."""
+    if not data_dir:
+        return None
+    try:
+        return resolve_mnist_dir(data_dir, "mnist", "train")
+    except DataError:
+        return None
+
+
+def train_conditional_mnist(data_dir: str, run_dir: str, quick: bool, steps: Optional[int], device: str, seed: int = 0):
+    """Train (or resume up to ``steps``) the class-conditional U-Net; returns ``(sde, score, config, trained_steps)``."""
+    config = TrainConfig(
+        data="mnist", data_dir=data_dir, n_train=512 if quick else None, sde="vp", net="unet",
+        net_kwargs=dict(channels=8 if quick else 16, channel_mults=[1, 2] if quick else [1, 2, 2], num_res_blocks=1,
+                        dropout=0.0),
+        conditional=True, p_uncond=0.1,
+        steps=steps or (4 if quick else 1000), batch_size=8 if quick else 32, lr=1e-3, warmup=10 if quick else 50,
+        ema_decay=0.999, seed=seed, device=device, out=run_dir, checkpoint_every=250, sample_every=-1,
+        log_every=1 if quick else 50,
+    )
+    t0 = time.perf_counter()
+    result = Trainer(config, resume=True, progress=False).train()
+    print(f"trained to step {result.step} ({time.perf_counter() - t0:.0f} s this call)")
+    return (*load_model(run_dir, device=device), result.step)
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    p.add_argument("--data-dir", default=os.environ.get("SCORESDE_DATA"),
+                   help="folder with the MNIST IDX files (default: $SCORESDE_DATA)")
+    p.add_argument("--run-dir", default="runs/mnist-conditional",
+                   help="training run folder, resumed when it exists (default: runs/mnist-conditional)")
+    p.add_argument("--steps", type=int, help="training steps (default: 1000; 4 with --quick)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quick", action="store_true", help="a tiny run in a temporary folder, for smoke tests")
+    return p
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--out", default="mnist_conditional.png", help="PNG to write (default: mnist_conditional.png)")
+    p.add_argument("--guidance", type=float, default=3.0, help="the larger guidance weight shown (default: 3)")
+    args = p.parse_args(argv)
+    data_dir = find_mnist(args.data_dir)
+    if data_dir is None:
+        print(f"error: no MNIST files found in {args.data_dir!r}: pass --data-dir or set SCORESDE_DATA to the folder "
+              "holding train-images-idx3-ubyte.gz and the other three IDX files (or a parent with an mnist/ folder)",
+              file=sys.stderr)
+        return 1
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    tmp = tempfile.TemporaryDirectory() if args.quick else None
+    sde, score, cfg, trained = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
+                                              args.device, args.seed)
+
+    # one row per digit: labels 0,0,...,1,1,... for a [10 * per_row] batch
+    per_row = 2 if args.quick else 8
+    labels = torch.arange(10, device=args.device).repeat_interleave(per_row)
+    steps = 4 if args.quick else 100
+    grids = {}
+    for w in (0.0, args.guidance):
+        t0 = time.perf_counter()
+        gen = torch.Generator(device=args.device).manual_seed(args.seed)
+        score_fn = guidance.classifier_free(score, labels, w)  # one network call on the doubled batch per step
+        res = scoresde.solve(sde, score_fn, (labels.shape[0], 1, 28, 28), solver="ddim", steps=steps, generator=gen,
+                             device=args.device)
+        grids[w] = image_grid(res.samples.cpu(), nrow=per_row)
+        print(f"w = {w:g}: {labels.shape[0]} samples with DDIM, NFE {res.nfe}, {time.perf_counter() - t0:.1f} s")
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(9, 6.2))
+    for ax, (w, grid) in zip(axes, grids.items()):
+        ax.imshow(grid, cmap="gray", vmin=0, vmax=1)
+        ax.set_title("conditional (w = 0)" if w == 0 else f"classifier-free guidance w = {w:g}")
+        ax.set_yticks([(28 + 2) * k + 16 for k in range(10)], [str(k) for k in range(10)])
+        ax.set_xticks([])
+    n_params = sum(p.numel() for p in score.parameters())
+    fig.suptitle(f"MNIST, one row per digit: class-conditional U-Net ({n_params / 1e6:.2f}M parameters, "
+                 f"{trained} steps of batch {cfg.batch_size}, p_uncond {cfg.p_uncond})", fontsize=10)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    print(f"figure: {out}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
