@@ -51,7 +51,8 @@ def inpaint(
         generator: the source of all randomness.
         resample: ``r >= 1`` passes per step; ``r > 1`` adds ``r - 1`` RePaint jump-backs per step.
         **options: passed to :func:`scoresde.solve` (``eps``, ``grid``, ``denoise``, ``device``, ``dtype``,
-            ``callback``, ...) and to the solver (``eta``, ``snr``, ...).
+            ``callback``, ``seeds`` — per-sample seeds instead of ``generator``, so that sample ``i`` depends
+            only on its seed and its ``x_known``) and to the solver (``eta``, ``snr``, ...).
 
     Returns:
         Samples ``[B, *event]`` whose known entries equal ``x_known`` exactly.
@@ -65,7 +66,7 @@ def inpaint(
     from .solvers import solve
 
     x_known, mask = check_inpainting_inputs(x_known, mask)
-    solve_keys = ("device", "dtype", "eps", "denoise", "record_trajectory", "callback", "grid")
+    solve_keys = ("device", "dtype", "eps", "denoise", "record_trajectory", "callback", "grid", "seeds")
     solve_opts = {k: options.pop(k) for k in solve_keys if k in options}
     wrapper = Inpaint(solver, x_known, mask, resample=resample, **options)
     device = solve_opts.pop("device", None) or x_known.device

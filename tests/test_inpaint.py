@@ -182,3 +182,15 @@ def test_exact_gaussian_conditional_formula():
     mean_t, cov_t = g.conditional(x, torch.tensor([1, 0]), SDE, 0.4)
     torch.testing.assert_close(mean_t[:, 1], scale * -2.0 + c / v0 * (x[:, 0] - scale * 1.0))
     torch.testing.assert_close(cov_t[0, 1, 1], v1 - c**2 / v0)
+
+
+def test_inpainting_with_per_sample_seeds_is_batch_invariant():
+    """With seeds, sample i depends only on its seed and its known entries, not on the batch."""
+    sde = scoresde.VPSDE()
+    score = lambda x, t: -x  # elementwise: batch-invariant to the bit
+    x_known = torch.tensor([[0.5, 0.0], [-1.0, 0.0], [2.0, 0.0]], dtype=torch.float64)
+    mask = torch.tensor([1.0, 0.0], dtype=torch.float64)
+    full = scoresde.inpaint(sde, score, x_known, mask, steps=20, resample=2, seeds=[7, 8, 9])
+    one = scoresde.inpaint(sde, score, x_known[1:2], mask, steps=20, resample=2, seeds=[8])
+    assert torch.equal(full[1], one[0])
+    assert torch.equal(full[:, 0], x_known[:, 0])
