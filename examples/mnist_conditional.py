@@ -76,21 +76,34 @@ def parser(doc: str) -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    p = parser(__doc__)
-    p.add_argument("--out", default="mnist_conditional.png", help="PNG to write (default: mnist_conditional.png)")
-    p.add_argument("--guidance", type=float, default=3.0, help="the larger guidance weight shown (default: 3)")
-    args = p.parse_args(argv)
+def prepare(args: argparse.Namespace):
+    """Find the data and train (or load) the class-conditional model the MNIST examples share.
+
+    Returns ``None`` (after a message on stderr) when the MNIST files are missing, else
+    ``(data_dir, tmp, sde, score, cfg, trained)``; ``tmp`` keeps a ``--quick`` run's folder alive.
+    """
     data_dir = find_mnist(args.data_dir)
     if data_dir is None:
         print(f"error: no MNIST files found in {args.data_dir!r}: pass --data-dir or set SCORESDE_DATA to the folder "
               "holding train-images-idx3-ubyte.gz and the other three IDX files (or a parent with an mnist/ folder)",
               file=sys.stderr)
-        return 1
+        return None
     torch.set_num_threads(min(2, torch.get_num_threads()))
     tmp = tempfile.TemporaryDirectory() if args.quick else None
     sde, score, cfg, trained = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
-                                              args.device, args.seed)
+                                                       args.device, args.seed)
+    return data_dir, tmp, sde, score, cfg, trained
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    p = parser(__doc__)
+    p.add_argument("--out", default="mnist_conditional.png", help="PNG to write (default: mnist_conditional.png)")
+    p.add_argument("--guidance", type=float, default=3.0, help="the larger guidance weight shown (default: 3)")
+    args = p.parse_args(argv)
+    prepared = prepare(args)
+    if prepared is None:
+        return 1
+    data_dir, tmp, sde, score, cfg, trained = prepared
 
     # one row per digit: labels 0,0,...,1,1,... for a [10 * per_row] batch
     per_row = 2 if args.quick else 8

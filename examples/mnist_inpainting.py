@@ -16,7 +16,6 @@ says where it looked and exits with status 1.
 from __future__ import annotations
 
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Optional, Sequence
@@ -33,7 +32,7 @@ from scoresde.training.plotting import image_grid
 SOLVER = "reverse_diffusion"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist_conditional import find_mnist, parser, train_conditional_mnist  # noqa: E402
+from mnist_conditional import parser, prepare  # noqa: E402
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -41,16 +40,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     p.add_argument("--out", default="mnist_inpainting.png", help="PNG to write (default: mnist_inpainting.png)")
     p.add_argument("--resample", type=int, default=3, help="RePaint passes per step (default: 3)")
     args = p.parse_args(argv)
-    data_dir = find_mnist(args.data_dir)
-    if data_dir is None:
-        print(f"error: no MNIST files found in {args.data_dir!r}: pass --data-dir or set SCORESDE_DATA to the folder "
-              "holding train-images-idx3-ubyte.gz and the other three IDX files (or a parent with an mnist/ folder)",
-              file=sys.stderr)
+    prepared = prepare(args)
+    if prepared is None:
         return 1
-    torch.set_num_threads(min(2, torch.get_num_threads()))
-    tmp = tempfile.TemporaryDirectory() if args.quick else None
-    sde, score, cfg, trained = train_conditional_mnist(data_dir, tmp.name if tmp else args.run_dir, args.quick, args.steps,
-                                              args.device, args.seed)
+    data_dir, tmp, sde, score, cfg, trained = prepared
 
     n = 3 if args.quick else 6
     test = get_dataset("mnist", data_dir=data_dir, split="test", n=n)
