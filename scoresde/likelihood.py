@@ -209,12 +209,6 @@ def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device,
     return torch.rand(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
 
 
-def _positive_int(value: Any, name: str, allow_none: bool = False) -> Optional[int]:
-    if value is None and allow_none:
-        return None
-    return positive_int(value, name)
-
-
 class _DifferentiabilityCheck:
     """Wraps the score function and, on its first call with ``x`` requiring grad, checks that it is differentiable in ``x``.
 
@@ -387,12 +381,12 @@ def log_likelihood(
         raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
         raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
-    n_probes = _positive_int(n_probes, "n_probes")
+    n_probes = positive_int(n_probes, "n_probes")
     if trace == "exact" and n_probes != 1:
         raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
-    chunk_size = _positive_int(chunk_size, "chunk_size", allow_none=True)
-    max_steps = _positive_int(max_steps, "max_steps", allow_none=True)
-    steps = _positive_int(steps, "steps", allow_none=True)
+    chunk_size = positive_int(chunk_size, "chunk_size", allow_none=True)
+    max_steps = positive_int(max_steps, "max_steps", allow_none=True)
+    steps = positive_int(steps, "steps", allow_none=True)
     if adaptive and steps is not None:
         raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
     check_generator(generator)
@@ -605,7 +599,7 @@ def bits_per_dim(
         raise OptionError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise OptionError(f"data_range must be finite with lo < hi, got {data_range!r}")
-    repeats = _positive_int(repeats, "repeats")
+    repeats = positive_int(repeats, "repeats")
     check_generator(generator)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
