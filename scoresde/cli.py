@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--net-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
                    help="network argument, e.g. hidden=128 or channels=64 (repeatable)")
     t.add_argument("--parameterization", choices=["eps", "score", "x0"], help="what the network predicts (default: eps)")
-    t.add_argument("--weighting", choices=["std2", "likelihood"], help="DSM weighting lambda(t) (default: std2)")
+    t.add_argument("--weighting", choices=["std2", "likelihood", "min_snr"],
+                   help="DSM weighting lambda(t): std2, likelihood, or min_snr (Min-SNR-5) (default: std2)")
     t.add_argument("--importance-sampling", action="store_true", default=None, help="importance-sample t (with --weighting likelihood)")
     t.add_argument("--loss-eps", type=_positive_float, help="smallest training time (default: 1e-5)")
     t.add_argument("--steps", type=_positive_int, help="total optimizer steps (default: 5000 vectors, 20000 images)")

@@ -18,6 +18,11 @@ Weightings ``lambda(t)``:
 * ``"likelihood"``: ``lambda = g(t)^2`` (Song, Durkan, Murray & Ermon 2021), which makes
   ``(T - eps) / 2 * L`` (with ``reduction="sum"``) part of an upper bound on the negative
   log-likelihood; see :func:`dsm_loss`. Optionally with importance sampling of ``t``.
+* ``"min_snr"``: Min-SNR-gamma (Hang et al. 2023, "Efficient Diffusion Training via Min-SNR Weighting
+  Strategy"): the noise loss ``|| eps_hat - eps ||^2`` weighted by ``min(SNR(t), gamma) / SNR(t)`` with
+  ``SNR = scale^2 / std^2`` and ``gamma = 5``, i.e. ``lambda = std^2 min(SNR, gamma) / SNR``. It caps the
+  weight of the nearly noise-free times, whose targets are hardest to predict and whose gradients
+  otherwise dominate, and in short trainings reaches a given sample quality in fewer steps.
 
 Reductions: ``"mean"`` averages over every element (a per-dimension loss), ``"sum"`` sums over the
 event dimensions and averages over the batch, ``"none"`` returns the per-sample sums ``[B]``.
@@ -36,7 +41,10 @@ from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel, r
 from .errors import DataError, IncompatibleSDEError, ShapeError
 from .sde.base import SDE
 
-WEIGHTINGS = ("std2", "likelihood")
+WEIGHTINGS = ("std2", "likelihood", "min_snr")
+
+#: ``gamma`` of the ``"min_snr"`` weighting (the value Hang et al. 2023 recommend).
+MIN_SNR_GAMMA = 5.0
 REDUCTIONS = ("mean", "sum", "none")
 
 #: Number of geometric grid cells of the importance-sampling table.
@@ -192,8 +200,8 @@ def dsm_loss(
         model: a :class:`scoresde.NetworkScore` (any parameterisation; its ``eps`` method gives the
             noise prediction), or any score function ``score_fn(x, t)``.
         x0: clean data ``[B, *event]``.
-        weighting: ``"std2"`` (``lambda = std^2``: the DDPM eps-loss / NCSN loss) or ``"likelihood"``
-            (``lambda = g^2``).
+        weighting: ``"std2"`` (``lambda = std^2``: the DDPM eps-loss / NCSN loss), ``"likelihood"``
+            (``lambda = g^2``) or ``"min_snr"`` (``lambda = std^2 min(SNR, 5) / SNR``, see the module notes).
         importance_sampling: with likelihood weighting, draw ``t`` from ``q(t) ~ g^2 / std^2`` on
             ``[eps, T]`` (see :class:`ImportanceSampler`) and reweight so the expectation is unchanged.
         eps: smallest time; ``t ~ U[eps, T]``.
@@ -269,6 +277,9 @@ def dsm_loss(
         # lambda / std^2 = g^2 / std^2; under importance sampling the weight is f(t) / ((T - eps) q(t))
         w = is_weight if importance_sampling else _likelihood_factor(sde, t)
         err = w.to(err.dtype) * err
+    elif weighting == "min_snr":
+        snr = (scale / std) ** 2  # [B]; std > 0 for t > 0 (inf at t = 0 gives weight 0)
+        err = (snr.clamp(max=MIN_SNR_GAMMA) / snr).to(err.dtype) * err
 
     if reduction == "none":
         return err

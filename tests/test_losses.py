@@ -335,6 +335,27 @@ def test_ddpm_loss_is_the_eps_mse():
         ddpm_loss(sde, model, x0, weighting="likelihood")
 
 
+@pytest.mark.parametrize("sde", _sdes(), ids=lambda s: type(s).__name__)
+def test_min_snr_weighting_is_the_noise_loss_times_min_snr_gamma_over_snr(sde):
+    """At fixed ``t`` and noise the Min-SNR-5 loss is the per-sample noise error times ``min(SNR, 5) / SNR``."""
+    from scoresde.losses import MIN_SNR_GAMMA
+
+    model = _score_model(sde, WRONG_MEAN, WRONG_STD)
+    x0 = _data(64)
+    t = torch.linspace(1e-3, 1.0, 64, dtype=torch.float64)
+    z = torch.randn(64, D, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    per_sample = dsm_loss(sde, model, x0, t=t, noise=z, reduction="none")  # ||eps_hat - eps||^2, [B]
+    c, sd = sde.marginal_coeffs(t)
+    snr = (c / sd) ** 2
+    want = torch.minimum(snr, torch.full_like(snr, MIN_SNR_GAMMA)) / snr * per_sample
+    got = dsm_loss(sde, model, x0, t=t, noise=z, reduction="none", weighting="min_snr")
+    torch.testing.assert_close(got, want)
+    assert bool((snr > MIN_SNR_GAMMA).any()) and bool((snr < MIN_SNR_GAMMA).any())  # both branches are exercised
+    # at t = 0 (SNR = inf for VP-type kernels) the weight is 0, not NaN
+    zero = dsm_loss(sde, model, x0[:2], t=torch.zeros(2, dtype=torch.float64), noise=z[:2], reduction="none", weighting="min_snr")
+    assert bool(torch.isfinite(zero).all())
+
+
 def test_ncsn_loss_is_sigma2_weighted_dsm():
     sde = VESDE(sigma_min=0.01, sigma_max=50.0)
     torch.manual_seed(0)

@@ -20,7 +20,7 @@ from ..errors import ScoreSDEError
 
 SDE_NAMES = ("vp", "subvp", "ve")
 NET_KINDS = ("auto", "mlp", "unet")
-WEIGHTINGS = ("std2", "likelihood")
+WEIGHTINGS = ("std2", "likelihood", "min_snr")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 PARAMETERIZATIONS = ("eps", "score", "x0")
@@ -59,7 +59,8 @@ class TrainConfig:
         net: ``"auto"`` (MLP for vectors, U-Net for images), ``"mlp"`` or ``"unet"``.
         net_kwargs: keyword arguments of the network; resolved to the network's full ``config``.
         parameterization: what the network predicts: ``"eps"``, ``"score"`` or ``"x0"``.
-        weighting: DSM weighting ``lambda(t)``: ``"std2"`` (``std(t)^2``) or ``"likelihood"`` (``g(t)^2``).
+        weighting: DSM weighting ``lambda(t)``: ``"std2"`` (``std(t)^2``), ``"likelihood"`` (``g(t)^2``) or
+            ``"min_snr"`` (``std(t)^2 min(SNR, 5) / SNR``, Hang et al. 2023).
         importance_sampling: sample ``t`` proportionally to the likelihood weighting.
         loss_eps: smallest training time.
         steps: number of optimizer steps in total (a resumed run continues up to it).
