@@ -46,16 +46,27 @@ WEIGHTINGS = ("std2", "likelihood", "min_snr")
 #: ``gamma`` of the ``"min_snr"`` weighting (the value Hang et al. 2023 recommend).
 MIN_SNR_GAMMA = 5.0
 REDUCTIONS = ("mean", "sum", "none")
+TIME_SAMPLINGS = ("uniform", "stratified")
 
 #: Number of geometric grid cells of the importance-sampling table.
 IS_GRID_SIZE = 16384
 
 
 # --------------------------------------------------------------------------- time sampling
-def _uniform(n: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype) -> Tensor:
-    """``n`` draws from ``U[0, 1)`` made on the generator's device (same bits whatever ``device``)."""
+def _uniform(
+    n: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype, stratified: bool = False
+) -> Tensor:
+    """``n`` draws from ``U[0, 1)`` made on the generator's device (same bits whatever ``device``).
+
+    ``stratified``: draw ``u_i = (i + v_i) / n`` with ``v_i ~ U[0, 1)``, one draw in each of the ``n``
+    strata ``[i/n, (i+1)/n)``. Each ``u_i`` alone is not uniform, but an index drawn at random is, so the
+    mean over the batch of any ``h(u_i)`` keeps its expectation ``E h(U)`` while its variance drops (from
+    ``Var h / n`` to at most that, and to ``O(1/n^3)`` for smooth ``h``).
+    """
     gen_device = generator.device if generator is not None else device
     u = torch.rand(n, generator=generator, device=gen_device, dtype=dtype)
+    if stratified:
+        u = ((torch.arange(n, device=gen_device, dtype=dtype) + u) / n).clamp(max=1.0 - torch.finfo(dtype).eps)
     return u.to(device)
 
 
@@ -109,16 +120,19 @@ class ImportanceSampler:
 
     def sample(
         self, n: int, generator: Optional[torch.Generator] = None, device: Union[str, torch.device] = "cpu",
-        dtype: torch.dtype = torch.float32,
+        dtype: torch.dtype = torch.float32, stratified: bool = False,
     ) -> Tuple[Tensor, Tensor]:
         """Draw ``n`` times and their importance weights.
+
+        ``stratified``: one draw of ``u`` in each of ``n`` equal strata of ``[0, 1)`` (so one ``t`` in each
+        ``1/n`` of the mass of ``q``); the batch mean stays unbiased with a lower variance.
 
         Returns:
             ``(t, w)``, each ``[n]`` in ``dtype`` on ``device``: ``t ~ q`` and
             ``w = f(t) / ((T - eps) q(t))``, so ``E_q[w(t) h(t)] = E_{U[eps, T]}[f(t) h(t)]`` for any ``h``.
         """
         log_t, d_log, p, cdf = self._table(torch.device(device))
-        u = _uniform(n, generator, torch.device(device), log_t.dtype)
+        u = _uniform(n, generator, torch.device(device), log_t.dtype, stratified)
         i = (torch.searchsorted(cdf, u, right=True) - 1).clamp(0, p.shape[0] - 1)  # cell index
         v = ((u - cdf[i]) / p[i]).clamp(0.0, 1.0)  # position inside the cell, in [0, 1]
         t = torch.exp(log_t[i] + v * d_log[i]).clamp(self.eps, self.T).to(dtype)  # t ~ q
@@ -148,7 +162,11 @@ def _likelihood_factor(sde: SDE, t: Tensor) -> Tensor:
 
 
 # --------------------------------------------------------------------------- the loss
-def _check_options(sde: SDE, weighting: str, importance_sampling: bool, eps: float, reduction: str) -> None:
+def _check_options(
+    sde: SDE, weighting: str, importance_sampling: bool, eps: float, reduction: str, time_sampling: str = "uniform"
+) -> None:
+    if time_sampling not in TIME_SAMPLINGS:
+        raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if reduction not in REDUCTIONS:
@@ -189,6 +207,7 @@ def dsm_loss(
     noise: Optional[Tensor] = None,
     y: Optional[Tensor] = None,
     p_uncond: float = 0.0,
+    time_sampling: str = "uniform",
 ) -> Tensor:
     """Weighted denoising score matching loss, a Monte-Carlo estimate over one batch.
 
@@ -205,6 +224,11 @@ def dsm_loss(
         importance_sampling: with likelihood weighting, draw ``t`` from ``q(t) ~ g^2 / std^2`` on
             ``[eps, T]`` (see :class:`ImportanceSampler`) and reweight so the expectation is unchanged.
         eps: smallest time; ``t ~ U[eps, T]``.
+        time_sampling: ``"uniform"`` (independent times) or ``"stratified"``: the ``i``-th of the ``B``
+            times is drawn in the ``i``-th of ``B`` equal slices of ``[eps, T]`` (of the importance
+            distribution's mass, with importance sampling). The loss keeps its expectation, with a lower
+            variance; the batch must not be sorted by anything the times should not follow (the trainer's
+            batches are random draws).
         reduction: ``"mean"`` (average over all elements), ``"sum"`` (sum over event dims, average over
             the batch) or ``"none"`` (per-sample sums over event dims, shape ``[B]``).
         generator: source of ``t`` and noise.
@@ -226,7 +250,7 @@ def dsm_loss(
 
     for SDEs with linear drift (the last term is ``1/2 int_eps^T E[g^2 ||grad log p_0t||^2 + 2 div f] dt``).
     """
-    _check_options(sde, weighting, importance_sampling, eps, reduction)
+    _check_options(sde, weighting, importance_sampling, eps, reduction, time_sampling)
     check_batch(x0, "x0")
     if not x0.is_floating_point():
         raise DataError(f"x0 must be a floating-point tensor, got {x0.dtype}; convert the data first (e.g. to_model_range)")
@@ -239,9 +263,9 @@ def dsm_loss(
     B = x0.shape[0]
     if t is None:
         if importance_sampling:
-            t, is_weight = importance_sampler(sde, eps).sample(B, generator, x0.device, x0.dtype)
+            t, is_weight = importance_sampler(sde, eps).sample(B, generator, x0.device, x0.dtype, time_sampling == "stratified")
         else:
-            t = eps + (sde.T - eps) * _uniform(B, generator, x0.device, x0.dtype)  # t ~ U[eps, T]
+            t = eps + (sde.T - eps) * _uniform(B, generator, x0.device, x0.dtype, time_sampling == "stratified")  # t ~ U[eps, T]
     else:
         if importance_sampling:
             raise ValueError("t cannot be given together with importance_sampling=True (the sampler draws t)")
@@ -334,6 +358,7 @@ class DSMLoss:
         eps: smallest training time.
         reduction: ``"mean"``, ``"sum"`` or ``"none"``.
         p_uncond: label dropout of class-conditional training (used when labels are passed).
+        time_sampling: ``"uniform"`` or ``"stratified"`` times in a batch (see :func:`dsm_loss`).
 
     Options are validated, and the importance-sampling table built, at construction. ``config``
     holds the options as plain values (for checkpoints and logs).
@@ -341,9 +366,10 @@ class DSMLoss:
 
     def __init__(
         self, sde: SDE, weighting: str = "std2", importance_sampling: bool = False, eps: float = 1e-5,
-        reduction: str = "mean", p_uncond: float = 0.0,
+        reduction: str = "mean", p_uncond: float = 0.0, time_sampling: str = "uniform",
     ):
-        _check_options(sde, weighting, importance_sampling, eps, reduction)
+        _check_options(sde, weighting, importance_sampling, eps, reduction, time_sampling)
+        self.time_sampling = time_sampling
         if not (0.0 <= float(p_uncond) <= 1.0):
             raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
         self.p_uncond = float(p_uncond)
@@ -359,6 +385,8 @@ class DSMLoss:
         opts = dict(weighting=self.weighting, importance_sampling=self.importance_sampling, eps=self.eps, reduction=self.reduction)
         if self.p_uncond:
             opts["p_uncond"] = self.p_uncond
+        if self.time_sampling != "uniform":
+            opts["time_sampling"] = self.time_sampling
         return opts
 
     def __call__(
@@ -369,7 +397,7 @@ class DSMLoss:
         return dsm_loss(
             self.sde, model, x0, weighting=self.weighting, importance_sampling=self.importance_sampling,
             eps=self.eps, reduction=self.reduction, generator=generator, t=t, noise=noise, y=y,
-            p_uncond=self.p_uncond if y is not None else 0.0,
+            p_uncond=self.p_uncond if y is not None else 0.0, time_sampling=self.time_sampling,
         )
 
     def __repr__(self) -> str:
@@ -379,5 +407,5 @@ class DSMLoss:
 
 __all__ = [
     "dsm_loss", "ddpm_loss", "ncsn_loss", "DSMLoss", "ImportanceSampler", "importance_sampler",
-    "WEIGHTINGS", "REDUCTIONS",
+    "WEIGHTINGS", "REDUCTIONS", "TIME_SAMPLINGS",
 ]

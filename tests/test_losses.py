@@ -294,6 +294,42 @@ def test_importance_sampling_is_unbiased(sde):
     assert si < su  # and importance sampling makes the estimate more precise (much more so as eps -> 0)
 
 
+@pytest.mark.parametrize("importance", [False, True], ids=["uniform", "importance"])
+def test_stratified_times_keep_the_expectation_and_lower_the_variance(importance):
+    """Stratified times: one ``u`` per stratum; the batch-mean loss keeps its closed-form expectation, and its
+    spread over batches is smaller than with independent times (same batches, same model)."""
+    sde = VPSDE()
+    from scoresde.losses import _uniform
+
+    # the stratification itself: the i-th of n draws lies in [i/n, (i+1)/n)
+    u = _uniform(64, torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64, stratified=True)
+    assert bool(((u * 64).floor() == torch.arange(64, dtype=torch.float64)).all())
+
+    batches, b = 1000, 64
+    model = _score_model(sde, WRONG_MEAN, WRONG_STD)
+    kw = dict(eps=1e-3, reduction="mean")
+    if importance:
+        kw.update(weighting="likelihood", importance_sampling=True)
+    means = {}
+    for mode in ("uniform", "stratified"):
+        g = torch.Generator().manual_seed(8)
+        means[mode] = torch.stack([dsm_loss(sde, model, _data(b, seed=100 + i), generator=g, time_sampling=mode, **kw)
+                                   for i in range(batches)])
+    if importance:
+        want = _time_average(lambda s: _g2_over_std2(sde, s) * _expected_sq_error(sde, s, WRONG_MEAN, WRONG_STD), 1e-3) / D
+    else:
+        want = _time_average(lambda s: _expected_sq_error(sde, s, WRONG_MEAN, WRONG_STD), 1e-3) / D
+    for mode, v in means.items():
+        m, se = _mean_se(v)
+        assert abs(m - want) < Z_SCORE * se, (mode, m, want, se)
+    # Test of equal variances: log of a ratio of two sample variances of n normal values has standard deviation
+    # about sqrt(4 / (n - 1)); the stratified batch means must be less spread out by Z_SCORE of those.
+    ratio = float(means["stratified"].var() / means["uniform"].var())
+    assert ratio < math.exp(-Z_SCORE * math.sqrt(4 / (batches - 1))), ratio
+    with pytest.raises(ValueError, match="time_sampling"):
+        dsm_loss(sde, model, _data(4), time_sampling="sobol")
+
+
 # --------------------------------------------------------------------------- special cases
 def test_parameterisations_give_the_same_loss():
     """eps-, score- and x0-parameterised wrappers of one model give the same loss (value and weighting)."""
