@@ -41,7 +41,7 @@ SOLVER_FLAGS = {
 # TrainConfig field -> CLI flag, for the options `scoresde train` accepts.
 TRAIN_OPTIONS = (
     "data", "data_dir", "n_train", "sde", "net", "parameterization", "weighting", "importance_sampling",
-    "loss_eps", "steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule", "grad_clip",
+    "loss_eps", "time_sampling", "steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule", "grad_clip",
     "ema_decay", "seed", "device", "out", "checkpoint_every", "sample_every", "log_every", "precision", "compile",
     "conditional", "p_uncond",
 )
@@ -179,18 +179,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SDE argument, e.g. beta_max=20 or sigma_max=50 (repeatable)")
     t.add_argument("--net", choices=["auto", "mlp", "unet"], help="network (default: auto = MLP for vectors, U-Net for images)")
     t.add_argument("--net-arg", action="append", type=_key_value, default=[], metavar="KEY=VALUE",
-                   help="network argument, e.g. hidden=128 or channels=64 (repeatable)")
+                   help="network argument, e.g. hidden=256 or channels=64 (repeatable; vectors default to hidden=128, depth=2)")
     t.add_argument("--parameterization", choices=["eps", "score", "x0"], help="what the network predicts (default: eps)")
     t.add_argument("--weighting", choices=["std2", "likelihood", "min_snr"],
-                   help="DSM weighting lambda(t): std2, likelihood, or min_snr (Min-SNR-5) (default: std2)")
-    t.add_argument("--importance-sampling", action="store_true", default=None, help="importance-sample t (with --weighting likelihood)")
+                   help="DSM weighting lambda(t): std2, likelihood, or min_snr (Min-SNR-5) (default: likelihood vectors, std2 images)")
+    t.add_argument("--importance-sampling", action="store_true", default=None, help="importance-sample t (with the likelihood weighting; default: on for vectors)")
     t.add_argument("--loss-eps", type=_positive_float, help="smallest training time (default: 1e-5)")
+    t.add_argument("--time-sampling", choices=["uniform", "stratified"],
+                   help="training times of a batch: independent, or one per equal slice of [loss-eps, T] (default: stratified "
+                        "vectors, uniform images)")
     t.add_argument("--steps", type=_positive_int, help="total optimizer steps (default: 5000 vectors, 20000 images)")
-    t.add_argument("--batch-size", type=_positive_int, help="global batch size (default: 256 vectors, 128 images)")
+    t.add_argument("--batch-size", type=_positive_int, help="global batch size (default: 1024 vectors, 128 images)")
     t.add_argument("--lr", type=_positive_float, help="peak learning rate (default: 2e-3 vectors, 2e-4 images)")
     t.add_argument("--weight-decay", type=_nonneg_float, help="AdamW weight decay (default: 0)")
     t.add_argument("--warmup", type=_nonneg_int, help="linear warm-up steps (default: 100 vectors, 1000 images)")
-    t.add_argument("--lr-schedule", choices=["constant", "cosine"], help="after warm-up (default: constant)")
+    t.add_argument("--lr-schedule", choices=["constant", "cosine"], help="after warm-up (default: cosine vectors, constant images)")
     t.add_argument("--grad-clip", type=_nonneg_float, help="gradient-norm clipping, 0 = off (default: 1)")
     t.add_argument("--ema-decay", type=float, help="EMA decay in [0, 1) (default: 0.999 vectors, 0.9999 images)")
     t.add_argument("--seed", type=_seed, help="random seed (default: 0)")

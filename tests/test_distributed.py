@@ -41,7 +41,8 @@ def _emulate(cfg: TrainConfig, data: torch.Tensor, world: int):
         net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
     sde = build_sde(cfg.sde, **cfg.sde_kwargs)
     model = build_score_model(net, sde, cfg.parameterization)
-    loss_fn = DSMLoss(sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps)
+    loss_fn = DSMLoss(sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps,
+                      time_sampling=cfg.time_sampling)
     opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     samplers = [ShardedBatchSampler(data.shape[0], cfg.batch_size, r, world, torch.Generator().manual_seed(cfg.seed)) for r in range(world)]
     noise = [torch.Generator().manual_seed(noise_seed(cfg.seed, r)) for r in range(world)]

@@ -24,6 +24,7 @@ WEIGHTINGS = ("std2", "likelihood", "min_snr")
 PRECISIONS = ("fp32", "bf16")
 LR_SCHEDULES = ("constant", "cosine")
 PARAMETERIZATIONS = ("eps", "score", "x0")
+TIME_SAMPLINGS = ("uniform", "stratified")
 
 #: Fields that define the model, the data stream or the objective. A run can only be resumed
 #: with the same values (everything else, e.g. ``steps``, ``lr`` or ``device``, may change).
@@ -33,8 +34,16 @@ STRUCTURAL_FIELDS = (
 )
 
 # Defaults for vector (toy) data and for images; see TrainConfig.resolve.
-_VECTOR_DEFAULTS = dict(steps=5000, batch_size=256, lr=2e-3, warmup=100, ema_decay=0.999, checkpoint_every=1000)
-_IMAGE_DEFAULTS = dict(steps=20000, batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9999, checkpoint_every=2000)
+# The vector recipe is measured in benchmarks/toy_fidelity.py (docs/training.md, "The default recipe for vectors").
+_VECTOR_DEFAULTS = dict(steps=5000, batch_size=1024, lr=2e-3, warmup=100, lr_schedule="cosine", ema_decay=0.999,
+                        checkpoint_every=1000, time_sampling="stratified", weighting="likelihood", importance_sampling=True)
+_IMAGE_DEFAULTS = dict(steps=20000, batch_size=128, lr=2e-4, warmup=1000, lr_schedule="constant", ema_decay=0.9999,
+                       checkpoint_every=2000, time_sampling="uniform", weighting="std2", importance_sampling=False)
+#: Network arguments of the MLP that vector data gets by default (a smaller, cheaper network than
+#: the MLP's own defaults, so that a larger batch fits the same time).
+_VECTOR_MLP_KWARGS = dict(hidden=128, depth=2)
+#: Values of options added after a run was stored, as that run used them (see TrainConfig.from_json).
+_LEGACY_VALUES = dict(time_sampling="uniform")
 
 
 class ConfigError(ScoreSDEError, ValueError):
@@ -60,15 +69,21 @@ class TrainConfig:
         net_kwargs: keyword arguments of the network; resolved to the network's full ``config``.
         parameterization: what the network predicts: ``"eps"``, ``"score"`` or ``"x0"``.
         weighting: DSM weighting ``lambda(t)``: ``"std2"`` (``std(t)^2``), ``"likelihood"`` (``g(t)^2``) or
-            ``"min_snr"`` (``std(t)^2 min(SNR, 5) / SNR``, Hang et al. 2023).
-        importance_sampling: sample ``t`` proportionally to the likelihood weighting.
+            ``"min_snr"`` (``std(t)^2 min(SNR, 5) / SNR``, Hang et al. 2023); ``None``: automatic
+            (``"likelihood"`` for vectors, ``"std2"`` for images).
+        importance_sampling: sample ``t`` proportionally to the likelihood weighting; ``None``: automatic
+            (on for vectors with the likelihood weighting, off otherwise).
         loss_eps: smallest training time.
+        time_sampling: ``"uniform"`` (independent training times) or ``"stratified"`` (one time in each
+            of ``batch_size`` equal slices of ``[loss_eps, T]``: the same loss in expectation, with less
+            noise in each step's gradient); ``None``: automatic.
         steps: number of optimizer steps in total (a resumed run continues up to it).
         batch_size: global batch size (split evenly across processes under DDP).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay (0: plain Adam).
         warmup: linear learning-rate warm-up steps.
-        lr_schedule: ``"constant"`` after warm-up, or ``"cosine"`` decay to zero at ``steps``.
+        lr_schedule: ``"constant"`` after warm-up, or ``"cosine"`` decay to zero at ``steps``; ``None``:
+            automatic (``"cosine"`` for vectors, ``"constant"`` for images).
         grad_clip: clip the global gradient norm to this value (``0``: no clipping).
         ema_decay: decay of the exponential moving average of the weights.
         seed: seed of initialisation, data order and training noise.
@@ -98,15 +113,16 @@ class TrainConfig:
     net: str = "auto"
     net_kwargs: Dict[str, Any] = field(default_factory=dict)
     parameterization: str = "eps"
-    weighting: str = "std2"
-    importance_sampling: bool = False
+    weighting: Optional[str] = None
+    importance_sampling: Optional[bool] = None
     loss_eps: float = 1e-5
+    time_sampling: Optional[str] = None
     steps: Optional[int] = None
     batch_size: Optional[int] = None
     lr: Optional[float] = None
     weight_decay: float = 0.0
     warmup: Optional[int] = None
-    lr_schedule: str = "constant"
+    lr_schedule: Optional[str] = None
     grad_clip: float = 1.0
     ema_decay: Optional[float] = None
     seed: int = 0
@@ -145,11 +161,17 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, s: str) -> "TrainConfig":
-        """Inverse of :meth:`to_json`."""
+        """Inverse of :meth:`to_json`.
+
+        A stored configuration written before an option existed gets the value its run trained with
+        (``time_sampling="uniform"``).
+        """
         try:
             d = json.loads(s)
         except (TypeError, ValueError) as e:
             raise ConfigError(f"the stored training configuration is not valid JSON: {e}") from None
+        if isinstance(d, dict):
+            d = {**_LEGACY_VALUES, **d}
         return cls.from_dict(d)
 
     def replace(self, **changes: Any) -> "TrainConfig":
@@ -161,10 +183,14 @@ class TrainConfig:
         """Check every given option; raise :class:`ConfigError` with a precise message. Returns ``self``."""
         _choice("sde", self.sde, SDE_NAMES)
         _choice("net", self.net, NET_KINDS)
-        _choice("weighting", self.weighting, WEIGHTINGS)
+        if self.weighting is not None:
+            _choice("weighting", self.weighting, WEIGHTINGS)
         _choice("precision", self.precision, PRECISIONS)
-        _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
+        if self.lr_schedule is not None:
+            _choice("lr_schedule", self.lr_schedule, LR_SCHEDULES)
         _choice("parameterization", self.parameterization, PARAMETERIZATIONS)
+        if self.time_sampling is not None:
+            _choice("time_sampling", self.time_sampling, TIME_SAMPLINGS)
         if not isinstance(self.data, str) or not self.data:
             raise ConfigError("data must be a dataset name or a path to a .npy/.npz file")
         for name in ("steps", "batch_size", "n_train"):
@@ -208,12 +234,13 @@ class TrainConfig:
         if self.data_dir is not None and not isinstance(self.data_dir, str):
             raise ConfigError(f"data_dir must be a path (a string) or None, got {self.data_dir!r}")
         for name in ("importance_sampling", "compile"):
-            if not isinstance(getattr(self, name), bool):
-                raise ConfigError(f"{name} must be True or False, got {getattr(self, name)!r}")
+            value = getattr(self, name)
+            if not isinstance(value, bool) and not (name == "importance_sampling" and value is None):
+                raise ConfigError(f"{name} must be True or False, got {value!r}")
         for key, v in self.sde_kwargs.items():
             if not _is_finite_number(v):
                 raise ConfigError(f"sde_kwargs[{key!r}] must be a finite number, got {v!r}")
-        if self.importance_sampling and self.weighting != "likelihood":
+        if self.importance_sampling and self.weighting not in ("likelihood", None):
             raise ConfigError("importance_sampling=True needs weighting='likelihood'")
         if not isinstance(self.device, str) or not (
             self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")
@@ -230,10 +257,14 @@ class TrainConfig:
     ) -> "TrainConfig":
         """Fill every automatic (``None``) option for data of ``event_shape``; returns a new config.
 
-        Vector data (``event_shape = [D]``) gets an MLP and ``steps=5000, batch_size=256,
-        lr=2e-3, warmup=100, ema_decay=0.999``; images (``[C, H, W]``) get a U-Net and
-        ``steps=20000, batch_size=128, lr=2e-4, warmup=1000, ema_decay=0.9999``.
-        ``sample_every`` defaults to ``checkpoint_every``. Data paths become absolute.
+        Vector data (``event_shape = [D]``) gets an MLP (``hidden=128, depth=2`` unless ``net_kwargs``
+        says otherwise) and ``steps=5000, batch_size=1024, lr=2e-3, warmup=100, lr_schedule="cosine",
+        ema_decay=0.999``, the ``"likelihood"`` weighting with importance sampling and stratified times;
+        images (``[C, H, W]``) get a U-Net and ``steps=20000, batch_size=128, lr=2e-4, warmup=1000,
+        lr_schedule="constant", ema_decay=0.9999``, the ``"std2"`` weighting and uniform times.
+        ``importance_sampling`` is on by default only with the likelihood weighting (and asking for it
+        with the weighting left automatic picks that weighting). ``sample_every`` defaults to
+        ``checkpoint_every``. Data paths become absolute.
         """
         self.validate()
         event_shape = [int(s) for s in event_shape]
@@ -245,8 +276,12 @@ class TrainConfig:
             "data_range": None if data_range is None else [float(v) for v in data_range],
         }
         for name, value in defaults.items():
-            if getattr(self, name) is None:
+            if getattr(self, name) is None and name != "importance_sampling":
                 changes[name] = value
+        if self.weighting is None and self.importance_sampling:  # importance sampling is for the likelihood weighting
+            changes["weighting"] = "likelihood"
+        if self.importance_sampling is None:  # on by default only with the likelihood weighting, however it was chosen
+            changes["importance_sampling"] = bool(defaults["importance_sampling"]) and changes.get("weighting", self.weighting) == "likelihood"
         if self.net == "auto":
             if len(event_shape) == 1:
                 changes["net"] = "mlp"
@@ -257,6 +292,8 @@ class TrainConfig:
                     f"no default network for examples of shape {tuple(event_shape)}: use vectors [N, D] "
                     "or images [N, C, H, W] (pass net='mlp' or 'unet' explicitly otherwise)"
                 )
+        if len(event_shape) == 1 and changes.get("net", self.net) == "mlp":
+            changes["net_kwargs"] = {**_VECTOR_MLP_KWARGS, **self.net_kwargs}
         if self.sample_every is None:
             changes["sample_every"] = changes.get("checkpoint_every", self.checkpoint_every)
         if is_data_path(self.data):
@@ -269,7 +306,8 @@ class TrainConfig:
     def is_resolved(self) -> bool:
         """Whether :meth:`resolve` has filled the automatic options."""
         return self.event_shape is not None and None not in (
-            self.steps, self.batch_size, self.lr, self.warmup, self.ema_decay, self.checkpoint_every, self.sample_every
+            self.steps, self.batch_size, self.lr, self.warmup, self.ema_decay, self.checkpoint_every, self.sample_every,
+            self.time_sampling, self.weighting, self.importance_sampling, self.lr_schedule,
         ) and self.net != "auto"
 
     def structural_differences(self, other: "TrainConfig") -> List[Tuple[str, Any, Any]]:

@@ -282,7 +282,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, foreach=True)
         self.loss_fn = DSMLoss(
             self.sde, weighting=cfg.weighting, importance_sampling=cfg.importance_sampling, eps=cfg.loss_eps, reduction="mean",
-            p_uncond=cfg.p_uncond if cfg.conditional else 0.0,
+            p_uncond=cfg.p_uncond if cfg.conditional else 0.0, time_sampling=cfg.time_sampling,
         )
         # The same objective for health_check, kept apart from loss_fn (which callers may wrap).
         self._probe_loss = DSMLoss(
