@@ -304,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="The end-to-end demo (about two minutes on two CPU cores; --quick: well under one).",
     )
     d.add_argument("--out", default="demo", help="output directory (default: demo)")
-    d.add_argument("--steps", type=_positive_int, help="training steps (default: 3000; 2000 with --quick)")
+    d.add_argument("--steps", type=_positive_int, help="training steps (default: that of scoresde train, 5000; 2000 with --quick)")
     d.add_argument("--seed", type=_seed, default=0, help="random seed (default: 0)")
     d.add_argument("--data", default="gmm", choices=["gmm", "moons", "swiss_roll", "checkerboard", "rings"],
                    help="toy set (default: gmm, whose entropy is known)")
