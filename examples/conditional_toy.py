@@ -54,7 +54,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t0 = time.perf_counter()
         cfg = TrainConfig(data=str(Path(tmp) / "four.npz"), conditional=True, p_uncond=0.1, steps=steps,
                           net_kwargs=dict(hidden=64 if args.quick else 128, depth=2 if args.quick else 3), lr=3e-3,
-                          warmup=50, out=str(Path(tmp) / "run"), sample_every=-1, seed=args.seed, device="cpu")
+                          warmup=50, batch_size=256, weighting="std2", lr_schedule="constant", time_sampling="uniform",
+                          out=str(Path(tmp) / "run"), sample_every=-1, seed=args.seed, device="cpu")
         Trainer(cfg, progress=False).train()
         sde, net_score, _ = load_model(Path(tmp) / "run")
         print(f"trained a class-conditional MLP for {steps} steps in {time.perf_counter() - t0:.0f} s")
