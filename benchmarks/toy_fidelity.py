@@ -140,7 +140,7 @@ def markdown(result: dict) -> str:
         "",
     ]
     for name, rec in result["settings"]["recipes"].items():
-        lines.append(f"- `{name}`: `scoresde train --data DATA {rec}`".replace(" `", " `").rstrip())
+        lines.append(f"- `{name}`: `scoresde train --data DATA {rec}`" if rec else f"- `{name}`: `scoresde train --data DATA` (no other option)")
     lines.append("")
     for data, block in result["sets"].items():
         d = block["data"]
