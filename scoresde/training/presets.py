@@ -4,12 +4,15 @@ A preset is a dict of :class:`~scoresde.training.TrainConfig` options for image 
 explicitly (on the command line or to :func:`apply_preset`) override it.
 
 * ``cpu``: MNIST digits on two CPU cores in about half an hour. A 0.28M-parameter U-Net (base width
-  16, levels 28/14/7, one residual block per level, attention at 7x7 only, no dropout), 3,600 steps
-  of batch 64 (about four epochs of MNIST), AdamW at ``2e-3`` with 100 warm-up steps, gradient
-  clipping at 1, an EMA of decay 0.999 (a half-life of about 700 steps, short enough to forget the
-  early weights within the run), the VP SDE with the ``std^2`` weighting (DDPM's "simple" loss, which
-  favours sample quality over likelihood) and an eps-predicting network. Measured choices: see the
-  MNIST benchmark in the docs' benchmark page and ``benchmarks/mnist_cpu.py``.
+  16, levels 28/14/7, one residual block per level, attention at 7x7 only, no dropout), 5,000 steps
+  of batch 64 (about five epochs of MNIST), AdamW at ``2e-3`` with 100 warm-up steps and a cosine
+  decay to zero, gradient clipping at 1, an EMA of decay up to 0.999 (with its warm-up, about 0.998
+  at the end: a half-life of a few hundred steps), the VP SDE with an eps-predicting network and the
+  Min-SNR-5 weighting (``weighting="min_snr"``: DDPM's noise loss with the nearly noise-free times
+  down-weighted, Hang et al. 2023). Measured choices: in a 1,000-step pilot, Min-SNR with the cosine
+  decay took the confidently recognised share of samples from 32% to 45% and the noise tiles from 24%
+  to 2% against ``std2`` with a constant rate; the full benchmark is in the docs' training page and
+  ``benchmarks/mnist_cpu.py``.
 * ``gpu``: a larger U-Net (base width 64, two residual blocks per level, 6.5M parameters) for one
   modern GPU, trained with the likelihood weighting and importance sampling of ``t`` (the choice
   that lowers bits/dim), 40,000 steps of batch 128 with bf16 autocast and ``torch.compile``. It aims
@@ -33,8 +36,8 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu": dict(
         net="unet",
         net_kwargs=dict(channels=16, channel_mults=[1, 2, 2], num_res_blocks=1, dropout=0.0),
-        sde="vp", parameterization="eps", weighting="std2",
-        steps=3600, batch_size=64, lr=2e-3, warmup=100, grad_clip=1.0, ema_decay=0.999,
+        sde="vp", parameterization="eps", weighting="min_snr",
+        steps=5000, batch_size=64, lr=2e-3, warmup=100, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
         checkpoint_every=500, sample_every=-1, log_every=50,
     ),
     "gpu": dict(
