@@ -88,11 +88,28 @@ def throughput(batches=(64, 128), repeats: int = 4) -> List[Dict]:
     return rows
 
 
+def judge(path: str, test, num: int) -> Dict:
+    """A classifier, the feature statistics of the test set, and its own figures on real digits and on noise."""
+    clf = load_classifier(path)
+    ref = reference_statistics(clf, test.data)
+    # the classifier on real digits: `num` test images against the others
+    real = sample_quality(clf, test.data[:num], feature_statistics(clf.features(test.data[num:])))
+    # ... and on images that are not digits: uniform noise in [-1, 1] and Gaussian noise clipped to it
+    g = torch.Generator().manual_seed(0)
+    noise = {"uniform": torch.rand(num, 1, 28, 28, generator=g) * 2 - 1,
+             "gaussian": torch.randn(num, 1, 28, 28, generator=g).clamp(-1, 1)}
+    fooled = {k: sample_quality(clf, v, ref).confident_fraction for k, v in noise.items()}  # as a digit, reject class excluded
+    figures = {"file": str(path), "epochs": clf.info.get("epochs"), "test_accuracy": clf.test_accuracy,
+               "real_confident_fraction": real.confident_fraction, "real_min_class_fraction": real.min_class_fraction,
+               "real_fld": real.fld, "noise_confident_fraction": fooled}
+    return {"classifier": clf, "reference": ref, "figures": figures}
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--throughput", action="store_true", help="only time a training step of U-Net variants")
     p.add_argument("--run", help="the training run folder")
-    p.add_argument("--classifier", help="the MNIST classifier file")
+    p.add_argument("--classifier", nargs="+", help="the MNIST classifier file; further files are reported as second judges")
     p.add_argument("--data-dir", help="MNIST folder (default: the run's, then SCORESDE_DATA)")
     p.add_argument("--solvers", nargs="*", default=["ddim:50", "ancestral:50"], help="NAME:STEPS of each solver (none: bits/dim only)")
     p.add_argument("--num", type=int, default=1000)
@@ -115,26 +132,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     steps = load_checkpoint(args.run)["step"]
     train_log = [r for r in log if "loss" in r and "event" not in r]
     result: Dict = {
-        "config": {k: getattr(cfg, k) for k in ("net_kwargs", "batch_size", "lr", "ema_decay", "weighting", "steps")},
+        "config": {k: getattr(cfg, k) for k in ("net_kwargs", "batch_size", "lr", "lr_schedule", "ema_decay", "weighting", "steps")},
         "parameters": sum(q.numel() for q in score.parameters()),
         "training": {"steps_done": steps, "steps_planned": cfg.steps,
                      "wall_s_logged": train_log[-1]["time"] if train_log else None,
                      "process": cpu_seconds(args.time_log)},
         "threads": args.threads,
     }
-    clf = load_classifier(args.classifier)
     test = get_dataset("mnist", data_dir=data_dir, split="test")
-    ref = reference_statistics(clf, test.data)
-    # the classifier on real digits: 1,000 test images against the other 9,000
-    real = sample_quality(clf, test.data[: args.num], feature_statistics(clf.features(test.data[args.num :])))
-    # ... and on images that are not digits: uniform noise in [-1, 1] and Gaussian noise clipped to it
-    g = torch.Generator().manual_seed(0)
-    noise = {"uniform": torch.rand(args.num, 1, 28, 28, generator=g) * 2 - 1,
-             "gaussian": torch.randn(args.num, 1, 28, 28, generator=g).clamp(-1, 1)}
-    fooled = {k: sample_quality(clf, v, ref).confident_fraction for k, v in noise.items()}  # as a digit, reject class excluded
-    result["classifier"] = {"test_accuracy": clf.test_accuracy, "real_confident_fraction": real.confident_fraction,
-                            "real_min_class_fraction": real.min_class_fraction, "real_fld": real.fld,
-                            "noise_confident_fraction": fooled}
+    judges = [judge(path, test, args.num) for path in args.classifier]
+    clf, ref = judges[0]["classifier"], judges[0]["reference"]
+    result["classifier"] = judges[0]["figures"]
+    result["other_classifiers"] = [j["figures"] for j in judges[1:]]
     result["solvers"] = []
     first = None
     for spec in args.solvers:
@@ -145,6 +154,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         q = sample_quality(clf, drawn.samples, ref)
         batches = -(-args.num // args.batch_size)
         row = {"solver": name, "steps": int(steps_s), "nfe": drawn.nfe // batches, "seconds": round(drawn.seconds, 1), **q.to_dict()}
+        row["other_classifiers"] = [sample_quality(j["classifier"], drawn.samples, j["reference"]).to_dict() for j in judges[1:]]
         print(json.dumps(row), flush=True)
         result["solvers"].append(row)
         first = drawn.samples if first is None else first
@@ -161,7 +171,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if result["solvers"]:
         best = result["solvers"][0]
         save_samples_figure(first[:100], out.with_name(out.name + "-samples.png"),
-                            title=f"MNIST, cpu preset after {steps} steps: {best['solver']} ({best['nfe']} NFE), "
+                            title=f"cpu preset, {steps} steps: {best['solver']}, {best['nfe']} NFE, "
                             f"{100 * best['confident_fraction']:.0f}% recognised", data_range=(-1.0, 1.0))
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
@@ -173,27 +183,39 @@ def markdown(r: Dict) -> str:
     proc = tr.get("process") or {}
     lines = [
         f"Model: U-Net {r['config']['net_kwargs'].get('channels')} channels, {r['parameters'] / 1e6:.2f}M parameters, "
-        f"batch {r['config']['batch_size']}, lr {r['config']['lr']}, EMA {r['config']['ema_decay']}, {r['config']['weighting']} weighting.",
+        f"batch {r['config']['batch_size']}, lr {r['config']['lr']} ({r['config'].get('lr_schedule', 'constant')}), EMA {r['config']['ema_decay']}, {r['config']['weighting']} weighting.",
         f"Training: {tr['steps_done']} of {tr['steps_planned']} steps, {tr['wall_s_logged'] or float('nan'):.0f} s wall"
         + (f", {proc.get('user_s', 0) + proc.get('system_s', 0):.0f} CPU s" if proc else "") + ".",
-        f"Classifier: test accuracy {100 * r['classifier']['test_accuracy']:.2f}%; on 1,000 real test images "
-        f"{100 * r['classifier']['real_confident_fraction']:.1f}% confident, smallest class "
-        f"{100 * r['classifier']['real_min_class_fraction']:.1f}%, FLD {r['classifier']['real_fld']:.2f} (the floor); "
-        f"confident on noise images: {100 * r['classifier']['noise_confident_fraction']['uniform']:.1f}% (uniform), "
-        f"{100 * r['classifier']['noise_confident_fraction']['gaussian']:.1f}% (Gaussian).",
+        _judge_line("Classifier", r["classifier"]),
         "",
-        "| solver | steps | samples | NFE per sample | seconds | FLD | confident >= 0.9 | smallest class | rejected |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for s in r["solvers"]:
-        lines.append(f"| {s['solver']} | {s['steps']} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
-                     f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% | "
-                     f"{100 * s['reject_fraction']:.1f}% |")
+    lines += _quality_table(r["solvers"])
+    for i, other in enumerate(r.get("other_classifiers") or []):
+        lines += ["", _judge_line("Second classifier", other), ""]
+        lines += _quality_table([{**s, **s["other_classifiers"][i]} for s in r["solvers"]])
     if "likelihood" in r:
         lk = r["likelihood"]
         lines += ["", f"Test bits/dim ({lk['num']} images, Hutchinson, dopri5 at rtol = atol = 1e-5): "
                   f"{lk['bits_per_dim']:.3f} +- {lk['bits_per_dim_stderr']:.3f} (NFE {lk['nfe']}, {lk['seconds']:.0f} s)."]
     return "\n".join(lines) + "\n"
+
+
+def _judge_line(what: str, c: Dict) -> str:
+    return (f"{what} ({c.get('epochs')} epochs): test accuracy {100 * c['test_accuracy']:.2f}%; on 1,000 real test images "
+            f"{100 * c['real_confident_fraction']:.1f}% confident, smallest class "
+            f"{100 * c['real_min_class_fraction']:.1f}%, FLD {c['real_fld']:.2f} (the floor); "
+            f"confident on noise images: {100 * c['noise_confident_fraction']['uniform']:.1f}% (uniform), "
+            f"{100 * c['noise_confident_fraction']['gaussian']:.1f}% (Gaussian).")
+
+
+def _quality_table(rows: List[Dict]) -> List[str]:
+    lines = ["| solver | steps | samples | NFE per sample | seconds | FLD | confident >= 0.9 | smallest class | rejected |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for s in rows:
+        lines.append(f"| {s['solver']} | {s['steps']} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
+                     f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% | "
+                     f"{100 * s['reject_fraction']:.1f}% |")
+    return lines
 
 
 if __name__ == "__main__":
