@@ -52,6 +52,7 @@ def test_train_with_the_cpu_preset(images, tmp_path, capsys):
     assert code == 0, err
     cfg = read_config(tmp_path / "r")
     assert cfg.net_kwargs["channels"] == 16 and cfg.ema_decay == 0.999 and cfg.lr == 2e-3
+    assert cfg.weighting == "min_snr" and cfg.lr_schedule == "cosine"  # the measured recipe (docs: training guide)
     assert cfg.steps == 2 and cfg.batch_size == 8  # explicit options override the preset
     assert "note: no GPU" not in err
 
