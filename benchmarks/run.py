@@ -357,6 +357,22 @@ def _pm(row: Dict[str, Any], key: str, spec: str = ".3f") -> str:
     return f"{_fmt(m, spec)} ± {_fmt(se, spec.replace('+', ''))}" if se is not None else _fmt(m, spec)
 
 
+def _md_table(header: List[str], rows: List[Dict[str, Any]], cells: Callable[[Dict[str, Any]], List[str]]) -> str:
+    """A markdown table: ``header``, then ``cells(row)`` for each row."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _ours_vs_peer_cells(r: Dict[str, Any]) -> List[str]:
+    """Cells of a few-step row: problem, SDE, NFE, then our and the peer's label, SW2 and dlogp, and the verdict."""
+    return [
+        r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_label', 'n/a')}`",
+        _pm(r, "ours_sw2"), _pm(r, "ours_dlogp", "+.2f"), f"`{r.get('peer_label', 'n/a')}`",
+        _pm(r, "peer_sw2"), _pm(r, "peer_dlogp", "+.2f"), str(r.get("verdict", "n/a")),
+    ]
+
+
 def fewstep_markdown(value: Any) -> str:
     """Tables of the few-step section: best of each side per (problem, SDE, NFE), and the schedule rows."""
     if _status(value):
@@ -373,21 +389,8 @@ def fewstep_markdown(value: Any) -> str:
     ]
     if settings.get("missing_solvers"):
         out += [f"Solvers not in `scoresde.SOLVERS` in this run: {', '.join(settings['missing_solvers'])}.", ""]
-    header = ["problem", "SDE", "NFE", "scoresde best", "SW2", "dlogp", "best peer", "SW2 peer", "dlogp peer", "verdict"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_label', 'n/a')}`",
-                    _pm(r, "ours_sw2"), _pm(r, "ours_dlogp", "+.2f"), f"`{r.get('peer_label', 'n/a')}`",
-                    _pm(r, "peer_sw2"), _pm(r, "peer_dlogp", "+.2f"), str(r.get("verdict", "n/a")),
-                ]
-            )
-            + " |"
-        )
-    out.append("\n".join(lines))
+    out.append(_md_table(["problem", "SDE", "NFE", "scoresde best", "SW2", "dlogp", "best peer", "SW2 peer", "dlogp peer", "verdict"],
+                         rows, _ours_vs_peer_cells))
     floors = {r["problem"]: (r.get("sw2_floor"), r.get("sw2_floor_sd"), r.get("dlogp_stderr")) for r in rows}
     out.append(
         "\nExact samples of the same size score SW2 "
@@ -398,20 +401,11 @@ def fewstep_markdown(value: Any) -> str:
     out += ["", "Our best on the built-in grids only (no fitted GITS grid), and our best deterministic solver:", ""]
     header = ["problem", "SDE", "NFE", "built-in grids", "SW2", "dlogp", "vs best peer",
               "deterministic", "SW2 det.", "vs best peer (det.)"]
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    for r in rows:
-        lines.append(
-            "| "
-            + " | ".join(
-                [
-                    r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_nogits_label', 'n/a')}`",
-                    _pm(r, "ours_nogits_sw2"), _pm(r, "ours_nogits_dlogp", "+.2f"), str(r.get("ours_nogits_verdict", "n/a")),
-                    f"`{r.get('ours_det_label', 'n/a')}`", _pm(r, "ours_det_sw2"), str(r.get("ours_det_verdict", "n/a")),
-                ]
-            )
-            + " |"
-        )
-    out.append("\n".join(lines))
+    out.append(_md_table(header, rows, lambda r: [
+        r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_nogits_label', 'n/a')}`",
+        _pm(r, "ours_nogits_sw2"), _pm(r, "ours_nogits_dlogp", "+.2f"), str(r.get("ours_nogits_verdict", "n/a")),
+        f"`{r.get('ours_det_label', 'n/a')}`", _pm(r, "ours_det_sw2"), str(r.get("ours_det_verdict", "n/a")),
+    ]))
     sched = value.get("schedule", [])
     if sched:
         out += [
@@ -420,21 +414,8 @@ def fewstep_markdown(value: Any) -> str:
             "GITS noise levels (best of the two), against our best on the GITS grid:",
             "",
         ]
-        header = ["problem", "SDE", "NFE", "ours @ gits", "SW2", "dlogp", "peer @ gits", "SW2 peer", "dlogp peer", "verdict"]
-        lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-        for r in sched:
-            lines.append(
-                "| "
-                + " | ".join(
-                    [
-                        r["problem"], r["sde"].upper(), str(r["nfe"]), f"`{r.get('ours_label', 'n/a')}`",
-                        _pm(r, "ours_sw2"), _pm(r, "ours_dlogp", "+.2f"), f"`{r.get('peer_label', 'n/a')}`",
-                        _pm(r, "peer_sw2"), _pm(r, "peer_dlogp", "+.2f"), str(r.get("verdict", "n/a")),
-                    ]
-                )
-                + " |"
-            )
-        out.append("\n".join(lines))
+        out.append(_md_table(["problem", "SDE", "NFE", "ours @ gits", "SW2", "dlogp", "peer @ gits", "SW2 peer", "dlogp peer",
+                              "verdict"], sched, _ours_vs_peer_cells))
     return "\n".join(out)
 
 
