@@ -41,12 +41,27 @@ from scoresde.training.presets import apply_preset
 
 def find_mnist(data_dir: Optional[str]) -> Optional[str]:
     """The folder with the MNIST files under ``data_dir``, or ``None`` when they are not there."""
-    if data_dir is None:
+    if not data_dir:
         return None
     try:
         return resolve_mnist_dir(data_dir, "mnist", "train")
     except DataError:
         return None
+
+
+def save_figure(fig, out: str, tmp: Optional[tempfile.TemporaryDirectory] = None) -> int:
+    """Lay out and write ``fig`` to the PNG ``out`` (creating its folder), close it, remove ``tmp``; returns 0."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    print(f"figure: {path}")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -138,15 +153,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n_params = sum(p.numel() for p in score.parameters())
     fig.suptitle(f"MNIST, VP SDE, U-Net with {n_params / 1e6:.2f}M parameters, {result.step} steps of batch "
                  f"{cfg.batch_size} on {args.device}")
-    fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    print(f"figure: {out}")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    return save_figure(fig, args.out, tmp)
 
 
 if __name__ == "__main__":

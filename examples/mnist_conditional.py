@@ -30,20 +30,11 @@ import torch
 
 import scoresde
 from scoresde import guidance
-from scoresde.data import resolve_mnist_dir
-from scoresde.errors import DataError
 from scoresde.training import TrainConfig, Trainer, load_model
 from scoresde.training.plotting import image_grid
 
-
-def find_mnist(data_dir: Optional[str]) -> Optional[str]:
-    """The folder with the MNIST files under ``data_dir``, or ``None`` when they are not there."""
-    if not data_dir:
-        return None
-    try:
-        return resolve_mnist_dir(data_dir, "mnist", "train")
-    except DataError:
-        return None
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist import find_mnist, save_figure  # noqa: E402
 
 
 def train_conditional_mnist(data_dir: str, run_dir: str, quick: bool, steps: Optional[int], device: str, seed: int = 0):
@@ -133,15 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n_params = sum(p.numel() for p in score.parameters())
     fig.suptitle(f"MNIST, one row per digit: class-conditional U-Net ({n_params / 1e6:.2f}M parameters, "
                  f"{trained} steps of batch {cfg.batch_size}, p_uncond {cfg.p_uncond})", fontsize=10)
-    fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    print(f"figure: {out}")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    return save_figure(fig, args.out, tmp)
 
 
 if __name__ == "__main__":

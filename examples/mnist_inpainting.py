@@ -32,6 +32,7 @@ from scoresde.training.plotting import image_grid
 SOLVER = "reverse_diffusion"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from mnist import save_figure  # noqa: E402
 from mnist_conditional import parser, prepare  # noqa: E402
 
 
@@ -77,15 +78,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         ax.axis("off")
     fig.suptitle(f"MNIST inpainting, {SOLVER}, {steps} steps\nmodel of mnist_conditional.py ({trained} training steps)",
                  fontsize=9)
-    fig.tight_layout()
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=90)
-    plt.close(fig)
-    print(f"figure: {out}")
-    if tmp is not None:
-        tmp.cleanup()
-    return 0
+    return save_figure(fig, args.out, tmp)
 
 
 if __name__ == "__main__":
