@@ -561,7 +561,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     import numpy as np
 
     from .seeding import parse_seed_range
-    from .shard import sample_seeds, shard_info
+    from .shard import model_digest, sample_seeds, shard_info
     from .solvers import make_solver
     from .training import load_model
 
@@ -576,6 +576,8 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     info = shard_info(args.timeout)
     device = _shard_device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
+    model = f"{model_digest(score)}; {'raw' if args.raw_weights else 'EMA'} weights"
+    score, what = guided_score(args, score, cfg, device)
     event = tuple(cfg.event_shape)
     try:
         solver = make_solver(args.solver, **opts)
@@ -584,7 +586,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     folder = Path(args.shard_dir or f"{out}.shards")
     t0 = time.perf_counter()
     x = sample_seeds(sde, score, seeds, event, folder, chunk_size=args.batch_size or 256, timeout=args.timeout,
-                     device=device, info=info, solver=solver, steps=args.steps, eps=args.eps,
+                     device=device, info=info, model=f"{model}; {what}", solver=solver, steps=args.steps, eps=args.eps,
                      denoise=False if args.no_denoise else None, grid=args.grid)
     if x is None:  # not rank 0
         return 0
@@ -598,8 +600,8 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
         from .training.plotting import save_samples_figure
 
         rng = tuple(cfg.data_range) if cfg.data_range else (-1.0, 1.0)
-        save_samples_figure(x.float(), out, title=f"{args.solver}: seeds {args.seeds}", data_range=rng)
-    print(f"wrote {len(seeds)} samples (seeds {args.seeds}) of shape {event} to {out} (solver {args.solver}, "
+        save_samples_figure(x.float(), out, title=f"{args.solver}: seeds {args.seeds} ({what})", data_range=rng)
+    print(f"wrote {len(seeds)} samples (seeds {args.seeds}) of shape {event} to {out} ({what}; solver {args.solver}, "
           f"{info.world_size} process(es), {seconds:.1f} s; chunks in {folder})")
     return 0
 
@@ -680,7 +682,7 @@ def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, option
     import torch
 
     from .data import dequantization_range, to_levels
-    from .shard import log_likelihood_points
+    from .shard import log_likelihood_points, model_digest
     from .training.metrics import mean_and_stderr
 
     out = Path(args.out or "likelihood.npy")
@@ -689,16 +691,17 @@ def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, option
     folder = Path(args.shard_dir or f"{out}.shards")
     x, levels = ds.data, ds.discrete_levels
     t0 = time.perf_counter()
+    model = f"{model_digest(score)}; {'raw' if args.raw_weights else 'EMA'} weights"
     if levels:
         lo, hi = ds.data_range or (-1.0, 1.0)
         res = log_likelihood_points(sde, score, to_levels(x, levels, (lo, hi)), folder, seed=args.seed,
                                     chunk_size=args.batch_size, timeout=args.timeout, device=device, info=info,
-                                    levels=levels, data_range=dequantization_range(levels, (lo, hi)),
+                                    model=model, levels=levels, data_range=dequantization_range(levels, (lo, hi)),
                                     repeats=args.repeats, **options)
     else:
         res = log_likelihood_points(sde, score, x.double() if device.type != "mps" else x, folder, seed=args.seed,
                                     chunk_size=args.batch_size, timeout=args.timeout, device=device, info=info,
-                                    score_dtype=torch.float32, **options)
+                                    model=model, score_dtype=torch.float32, **options)
     if res is None:  # not rank 0
         return 0
     seconds = time.perf_counter() - t0

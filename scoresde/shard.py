@@ -39,7 +39,7 @@ from .score import ScoreFn
 from .sde.base import SDE
 from .seeding import SeedsLike, as_seeds
 
-__all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points"]
+__all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points", "model_digest"]
 
 #: Default seconds a rank may go silent (dead or stopped) before the others give up.
 DEFAULT_TIMEOUT = 600.0
@@ -194,7 +194,7 @@ def _check_chunk(path: Path, fp: str) -> Dict[str, Tensor]:
         raise ShardError(f"cannot read the finished chunk {path} ({e}); delete it and rerun to recompute it") from None
     if blob.get("fingerprint") != fp:
         raise ShardError(
-            f"{path} belongs to another job (other seeds, data, options or chunk size); "
+            f"{path} belongs to another job (other seeds, data, options, model or chunk size); "
             "use a fresh shard directory or delete the old one"
         )
     return blob["data"]
@@ -250,6 +250,7 @@ def sample_seeds(
     device: Optional[Union[str, torch.device]] = None,
     info: Optional[ShardInfo] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    model: Optional[str] = None,
     **solve_options: Any,
 ) -> Optional[Tensor]:
     """Draw one sample per seed, sharing the seeds among the ranks of the process group.
@@ -265,6 +266,9 @@ def sample_seeds(
         chunk_size: samples per chunk and per solver batch.
         timeout: seconds before a silent rank makes the others stop (see :func:`run_chunks`).
         device: where to sample (default: the score function's device).
+        model: what identifies the score function (e.g. :func:`model_digest` of the network and the
+            guidance applied); a rerun that finds chunks of another model in ``folder`` stops with
+            :class:`ShardError` instead of mixing them in. ``None`` leaves the model out of the check.
         **solve_options: passed to :func:`scoresde.solve` (``solver``, ``steps``, ``eps``, ...), not
             ``generator`` or ``seeds``.
 
@@ -296,7 +300,7 @@ def sample_seeds(
         return out
 
     job = {"kind": "sample", "event": event, "options": {k: repr(v) for k, v in solve_options.items()},
-           "seeds": _seed_digest(all_seeds)}
+           "seeds": _seed_digest(all_seeds), "model": model}
     out = run_chunks(compute, all_seeds.shape[0], folder, chunk_size=chunk_size, job=job, timeout=timeout, info=info,
                      progress=progress)
     return None if out is None else out["samples"]
@@ -315,6 +319,7 @@ def log_likelihood_points(
     info: Optional[ShardInfo] = None,
     levels: Optional[int] = None,
     progress: Optional[Callable[[int, int], None]] = None,
+    model: Optional[str] = None,
     **options: Any,
 ) -> Optional[Dict[str, Tensor]]:
     """Per-point log-likelihood (or bits/dim) of a data set, sharing the points among the ranks.
@@ -329,6 +334,7 @@ def log_likelihood_points(
         folder: the shard directory (shared by all ranks); a rerun resumes from it.
         seed: the seed of point 0.
         levels: number of discrete levels for integer data (``None``: continuous data).
+        model: what identifies the score function, as in :func:`sample_seeds`.
         **options: passed to :func:`scoresde.log_likelihood` (or :func:`scoresde.bits_per_dim`).
 
     Returns:
@@ -354,13 +360,27 @@ def log_likelihood_points(
                 else torch.full((stop - start,), res.nfe)}
 
     job = {"kind": "likelihood", "shape": tuple(data.shape), "seed": seed, "levels": levels,
-           "options": {k: repr(v) for k, v in options.items()}, "data": _tensor_digest(data)}
+           "options": {k: repr(v) for k, v in options.items()}, "data": _tensor_digest(data), "model": model}
     return run_chunks(compute, data.shape[0], folder, chunk_size=chunk_size, job=job, timeout=timeout, info=info,
                       progress=progress)
 
 
 def _seed_digest(seeds: Tensor) -> Tuple[int, int, int, str]:
     return (int(seeds.shape[0]), int(seeds[0]), int(seeds[-1]), hashlib.sha256(seeds.numpy().tobytes()).hexdigest()[:16])
+
+
+def model_digest(module: torch.nn.Module) -> str:
+    """A short hash of ``module``'s parameters and buffers (names, shapes, dtypes and values).
+
+    Two networks with equal weights get the same digest; any change of a weight changes it. Used as
+    the ``model`` of a sharded job so that a resumed job cannot mix chunks of two models.
+    """
+    h = hashlib.sha256()
+    for name, v in sorted(module.state_dict().items()):
+        v = v.detach().cpu().contiguous()
+        h.update(f"{name}:{tuple(v.shape)}:{v.dtype};".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()[:16]
 
 
 def _tensor_digest(x: Tensor) -> str:

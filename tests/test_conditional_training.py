@@ -79,6 +79,39 @@ def test_cli_sample_with_class_and_guidance(gmm_run, tmp_path, capsys):
         assert msg.replace("\\", "") in capsys.readouterr().err or msg in capsys.readouterr().err
 
 
+def test_cli_per_seed_sampling_honours_class_and_guidance(gmm_run, tmp_path, capsys):
+    """``--seeds`` (the sharded path) applies --class/--guidance, and its shard folder remembers them."""
+    out = tmp_path / "s.npy"
+    argv = ["sample", "--checkpoint", str(gmm_run), "--solver", "ddim", "--steps", "30", "--seeds", "0-99",
+            "--out", str(out)]
+    assert main(argv + ["--class", "5", "--guidance", "1"]) == 0
+    x = torch.from_numpy(np.load(out))
+    assert float((toy_gmm().responsibilities(x).argmax(1) == 5).float().mean()) > 0.9
+    assert "class 5, classifier-free guidance w = 1" in capsys.readouterr().out
+    # the same folder with another class: refused rather than returning class-5 chunks
+    assert main(argv + ["--class", "3"]) == 1
+    assert "another job" in capsys.readouterr().err
+    # a model without classes: the same error as without --seeds
+    plain = tmp_path / "plain"
+    assert main(["train", "--data", "gmm", "--steps", "2", "--out", str(plain), "--quiet", "--device", "cpu"]) == 0
+    capsys.readouterr()
+    assert main(["sample", "--checkpoint", str(plain), "--seeds", "0-3", "--class", "1", "--out", str(tmp_path / "p.npy")]) == 1
+    assert "no classes" in capsys.readouterr().err
+
+
+def test_model_digest_tells_weights_apart():
+    from scoresde.nets import MLP
+    from scoresde.shard import model_digest
+
+    torch.manual_seed(0)
+    a, b = MLP(2, hidden=8, depth=1), MLP(2, hidden=8, depth=1)
+    b.load_state_dict(a.state_dict())
+    assert model_digest(a) == model_digest(b)
+    with torch.no_grad():
+        next(b.parameters()).view(-1)[0] += 1e-7
+    assert model_digest(a) != model_digest(b)
+
+
 def test_cli_classifier_guidance(gmm_run, tmp_path, capsys):
     clf = tmp_path / "clf.pt"
     assert main(["train-classifier", "--data", "gmm", "--checkpoint", str(gmm_run), "--steps", "150",
