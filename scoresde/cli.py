@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .cli_conditional import COMMANDS as CONDITIONAL_COMMANDS
-from .cli_conditional import add_conditional_commands, add_guidance_flags, guided_score
+from .cli_conditional import ALL_CLASSES, add_conditional_commands, add_guidance_flags, class_guidance, guided_score
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
@@ -491,7 +491,7 @@ def _device(name: str):
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
-    from .evaluate import draw_samples
+    from .evaluate import draw_class_samples, draw_samples
     from .solvers import make_solver
     from .training import load_model
 
@@ -503,7 +503,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         return _sample_sharded(args, out, opts)
     device = _device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
-    score, what = guided_score(args, score, cfg, device)
+    every_class = args.class_label == ALL_CLASSES
+    if every_class:
+        make, num_classes, how = class_guidance(args, score, cfg, device)
+        what = ", ".join([f"classes 0-{num_classes - 1} in turn", *how])
+    else:
+        score, what = guided_score(args, score, cfg, device)
     event = tuple(cfg.event_shape)
     n = args.num or (64 if len(event) == 3 else 1000)
     _check_sample_size(n, event)
@@ -512,10 +517,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
     except (TypeError, ValueError) as e:
         raise UserError(f"solver {args.solver!r}: {e}") from None
     gen = torch.Generator(device=device).manual_seed(args.seed)
-    drawn = draw_samples(sde, score, n, event, solver=solver, steps=args.steps, batch_size=args.batch_size,
-                         generator=gen, device=device, progress=False if args.quiet else None,
-                         desc=f"sample ({args.solver})", eps=args.eps, denoise=False if args.no_denoise else None,
-                         grid=args.grid)
+    options = dict(solver=solver, steps=args.steps, batch_size=args.batch_size, generator=gen, device=device,
+                   progress=False if args.quiet else None, desc=f"sample ({args.solver})", eps=args.eps,
+                   denoise=False if args.no_denoise else None, grid=args.grid)
+    if every_class:
+        drawn = draw_class_samples(sde, make, n, num_classes, event, **options)
+    else:
+        drawn = draw_samples(sde, score, n, event, **options)
     x, nfe, seconds = drawn.samples, drawn.nfe, drawn.seconds
     out.parent.mkdir(parents=True, exist_ok=True)
     if out.suffix.lower() == ".npy":
@@ -577,17 +585,31 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     device = _shard_device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
     model = f"{model_digest(score)}; {'raw' if args.raw_weights else 'EMA'} weights"
-    score, what = guided_score(args, score, cfg, device)
     event = tuple(cfg.event_shape)
     try:
         solver = make_solver(args.solver, **opts)
     except (TypeError, ValueError) as e:
         raise UserError(f"solver {args.solver!r}: {e}") from None
     folder = Path(args.shard_dir or f"{out}.shards")
+    options = dict(chunk_size=args.batch_size or 256, timeout=args.timeout, device=device, info=info, solver=solver,
+                   steps=args.steps, eps=args.eps, denoise=False if args.no_denoise else None, grid=args.grid)
     t0 = time.perf_counter()
-    x = sample_seeds(sde, score, seeds, event, folder, chunk_size=args.batch_size or 256, timeout=args.timeout,
-                     device=device, info=info, model=f"{model}; {what}", solver=solver, steps=args.steps, eps=args.eps,
-                     denoise=False if args.no_denoise else None, grid=args.grid)
+    if args.class_label == ALL_CLASSES:  # the sample of seed s is of class s mod K, whatever the seed range
+        make, num_classes, how = class_guidance(args, score, cfg, device)
+        what = ", ".join([f"class of seed s = s mod {num_classes}", *how])
+        x = None
+        for k in range(num_classes):
+            mine = [i for i, s in enumerate(seeds) if s % num_classes == k]
+            if not mine:
+                continue
+            part = sample_seeds(sde, make(k), [seeds[i] for i in mine], event, folder / f"class-{k}",
+                                model=f"{model}; class {k}; {what}", **options)
+            if part is not None:
+                x = part.new_empty((len(seeds), *part.shape[1:])) if x is None else x
+                x[mine] = part
+    else:
+        score, what = guided_score(args, score, cfg, device)
+        x = sample_seeds(sde, score, seeds, event, folder, model=f"{model}; {what}", **options)
     if x is None:  # not rank 0
         return 0
     seconds = time.perf_counter() - t0

@@ -9,9 +9,12 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Optional, Tuple
 
 GUIDANCE_FLAGS = ("class_label", "guidance", "classifier", "classifier_scale")
+
+#: ``sample --class all``: every class in turn (sample ``i``, or the sample of seed ``i``, gets class ``i mod K``).
+ALL_CLASSES = "all"
 
 
 def _cli():
@@ -21,12 +24,17 @@ def _cli():
 
 
 # ---------------------------------------------------------------------- parsers
+def _class_or_all(text: str) -> Any:
+    return ALL_CLASSES if text.strip().lower() == ALL_CLASSES else _cli()._nonneg_int(text)
+
+
 def add_guidance_flags(s: argparse.ArgumentParser) -> None:
     """The ``sample`` flags for class-conditional sampling."""
     cli = _cli()
     g = s.add_argument_group("conditional sampling")
-    g.add_argument("--class", dest="class_label", type=cli._nonneg_int, metavar="K",
-                   help="sample class K (a class-conditional model, or with --classifier)")
+    g.add_argument("--class", dest="class_label", type=_class_or_all, metavar="K",
+                   help="sample class K (a class-conditional model, or with --classifier); 'all': every class in turn, "
+                   "sample i (or the sample of seed i) of class i mod K")
     g.add_argument("--guidance", type=float, metavar="W",
                    help="classifier-free guidance weight: (1 + W) s(x, t, K) - W s(x, t) (needs --class; 0 = conditional)")
     g.add_argument("--classifier", metavar="PATH", help="noise-conditional classifier file (scoresde train-classifier)")
@@ -87,6 +95,21 @@ def add_conditional_commands(sub: Any, common: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------------- guidance for `sample`
 def guided_score(args: argparse.Namespace, score: Any, cfg: Any, device: Any) -> Tuple[Callable, str]:
     """The score function ``sample`` and ``inpaint`` use given the guidance flags, and a description."""
+    guide = class_guidance(args, score, cfg, device)
+    if guide is None:
+        return score, "unconditional"
+    make, _, how = guide
+    k = int(args.class_label)
+    return make(k), ", ".join([f"class {k}", *how])
+
+
+def class_guidance(args: argparse.Namespace, score: Any, cfg: Any, device: Any) -> Optional[Tuple[Callable[[int], Callable], int, list]]:
+    """Check the guidance flags once; ``None`` without ``--class``, else ``(make, K, how)``.
+
+    ``make(k)`` is the score function of class ``k`` with the requested guidance, ``K`` the number of
+    classes (the model's, or the classifier's) and ``how`` the guidance described in words (a list,
+    empty for plain conditioning).
+    """
     from . import guidance as G
     from .errors import LabelError
 
@@ -99,7 +122,7 @@ def guided_score(args: argparse.Namespace, score: Any, cfg: Any, device: Any) ->
         given = [f for f, v in (("--guidance", w), ("--classifier", clf_path), ("--classifier-scale", scale)) if v is not None]
         if given:
             raise UserError(f"{', '.join(given)} need --class K")
-        return score, "unconditional"
+        return None
     if scale is not None and clf_path is None:
         raise UserError("--classifier-scale needs --classifier PATH")
     conditional_model = bool(getattr(score, "is_conditional", False))
@@ -109,17 +132,9 @@ def guided_score(args: argparse.Namespace, score: Any, cfg: Any, device: Any) ->
         raise LabelError(
             f"--class {k}: the model has no classes; train it with --conditional, or guide it with --classifier PATH"
         )
-    what = []
-    if conditional_model:
-        if w is not None:
-            base = G.classifier_free(score, k, float(w))
-            what.append(f"class {k}, classifier-free guidance w = {w:g}")
-        else:
-            base = G.conditional(score, k)
-            what.append(f"class {k}")
-    else:
-        base = score
-        what.append(f"class {k}")
+    clf, how = None, []
+    if conditional_model and w is not None:
+        how.append(f"classifier-free guidance w = {w:g}")
     if clf_path is not None:
         from .classifier import load_classifier
 
@@ -132,9 +147,19 @@ def guided_score(args: argparse.Namespace, score: Any, cfg: Any, device: Any) ->
                 f"{cfg.sde!r} {cfg.sde_kwargs}; train it with --checkpoint pointing at the model's run"
             )
         s = 1.0 if scale is None else float(scale)
-        base = G.classifier_guided(base, clf, k, scale=s)
-        what.append(f"classifier guidance scale {s:g}")
-    return base, ", ".join(what)
+        how.append(f"classifier guidance scale {s:g}")
+    num_classes = G.num_classes_of(score) if conditional_model else G.num_classes_of(clf)
+
+    def make(label: int) -> Callable:
+        if conditional_model:
+            base = G.conditional(score, label) if w is None else G.classifier_free(score, label, float(w))
+        else:
+            base = score
+        return base if clf is None else G.classifier_guided(base, clf, label, scale=s)
+
+    if k != ALL_CLASSES:
+        make(int(k))  # checks the label against the model's classes now, with the usual message
+    return make, int(num_classes), how
 
 
 # ---------------------------------------------------------------------- train-classifier
@@ -303,4 +328,5 @@ def _save_inpainting_figure(x, mask, result, path: Path, data_range) -> None:
 
 COMMANDS: Dict[str, Callable[[argparse.Namespace], int]] = {"train-classifier": cmd_train_classifier, "inpaint": cmd_inpaint}
 
-__all__ = ["add_conditional_commands", "add_guidance_flags", "guided_score", "COMMANDS", "GUIDANCE_FLAGS"]
+__all__ = ["add_conditional_commands", "add_guidance_flags", "guided_score", "class_guidance", "COMMANDS", "GUIDANCE_FLAGS",
+           "ALL_CLASSES"]

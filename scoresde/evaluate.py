@@ -4,7 +4,8 @@ These are the loops behind ``scoresde sample``, ``scoresde likelihood`` and ``sc
 they split the work into batches, report progress (:mod:`scoresde.progress`) and collect the results.
 
 * :func:`draw_samples`: ``n`` samples in batches; step solvers report steps, adaptive ODE solvers
-  the number of score evaluations (NFE) and the current time.
+  the number of score evaluations (NFE) and the current time. :func:`draw_class_samples`: the same
+  for every class of a conditional model in turn.
 * :func:`dataset_likelihood`: log-likelihoods (and bits/dim for quantised data) of a data set,
   batch by batch, with the NFE and current time of the ODE shown.
 * :func:`choose_trace`: the divergence estimator that fits the dimension (exact only where cheap).
@@ -25,7 +26,7 @@ from torch import Tensor
 from .errors import DataError, ShapeError
 from .progress import Progress, ScoreProgress
 
-__all__ = ["SampleBatch", "DatasetLikelihood", "EvaluationResult", "draw_samples", "dataset_likelihood",
+__all__ = ["SampleBatch", "DatasetLikelihood", "EvaluationResult", "draw_samples", "draw_class_samples", "dataset_likelihood",
            "choose_trace", "evaluate_run", "EXACT_TRACE_MAX_DIM"]
 
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (``D`` VJPs per
@@ -127,6 +128,51 @@ def draw_samples(
             if not adaptive:
                 bar.set((j + 1) * n_steps, NFE=nfe)
     return SampleBatch(torch.cat(chunks), nfe, time.perf_counter() - t0)
+
+
+def draw_class_samples(
+    sde: Any,
+    score_for_class: Callable[[int], Callable[[Tensor, Tensor], Tensor]],
+    n: int,
+    num_classes: int,
+    event_shape: Sequence[int],
+    *,
+    desc: str = "sample",
+    **draw_options: Any,
+) -> SampleBatch:
+    """``n`` samples of every class in turn: sample ``i`` is of class ``i mod K``.
+
+    Class ``k``'s samples (``ceil((n - k) / K)`` of them) are drawn together by :func:`draw_samples`
+    with the score function ``score_for_class(k)``, classes in order, so that one ``generator`` gives
+    the same result on every run.
+
+    Args:
+        sde: the SDE.
+        score_for_class: ``k -> score_fn(x, t)`` of class ``k`` (e.g. ``lambda k:
+            guidance.classifier_free(score, k, w)``).
+        n: number of samples; num_classes: ``K``; event_shape: shape of one sample.
+        desc: the progress label (the class is appended).
+        **draw_options: passed to :func:`draw_samples` (``solver``, ``steps``, ``batch_size``,
+            ``generator``, ``device``, ``progress`` ...).
+
+    Returns:
+        A :class:`SampleBatch` whose ``samples`` are ``[n, *event_shape]``, in label order ``i mod K``.
+    """
+    n, num_classes = int(n), int(num_classes)
+    if num_classes < 1:
+        raise ValueError(f"num_classes must be positive, got {num_classes}")
+    labels = torch.arange(n) % num_classes
+    out, nfe, t0 = None, 0, time.perf_counter()
+    for k in range(min(num_classes, n)):
+        idx = (labels == k).nonzero().squeeze(1)
+        part = draw_samples(sde, score_for_class(k), idx.numel(), event_shape, desc=f"{desc} class {k}", **draw_options)
+        if out is None:
+            out = part.samples.new_empty((n, *part.samples.shape[1:]))
+        out[idx] = part.samples
+        nfe += part.nfe
+    if out is None:
+        out = torch.empty((0, *event_shape))
+    return SampleBatch(out, nfe, time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------- likelihoods
