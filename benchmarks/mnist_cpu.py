@@ -9,7 +9,9 @@ classifier file (``scoresde classifier``), then measures:
 * the classifier's own figures on real test images (the ceiling of the confident fraction and the
   floor of the Fréchet LeNet distance at this sample size: 1,000 test images against the other 9,000);
 * for each solver: ``--num`` samples (default 1,000), their Fréchet LeNet distance, the share
-  classified with confidence >= 0.9, the smallest class share, NFE and seconds;
+  classified with confidence >= 0.9, the smallest class share, NFE and seconds; ``NAME:STEPS:W``
+  samples a class-conditional run (``--conditional``) with classifier-free guidance of weight ``W``,
+  the ten digits in turn (:func:`scoresde.evaluate.draw_class_samples`);
 * test bits/dim (Hutchinson, dopri5 at rtol = atol = 1e-5, uniform dequantization) with its standard error.
 
 Writes ``OUT.json``, ``OUT.md`` and ``OUT-samples.png`` (the first 100 samples of the first solver).
@@ -30,7 +32,8 @@ from typing import Dict, List, Optional
 import torch
 
 from scoresde.data import get_dataset
-from scoresde.evaluate import dataset_likelihood, draw_samples
+from scoresde.evaluate import dataset_likelihood, draw_class_samples, draw_samples
+from scoresde.guidance import classifier_free
 from scoresde.metrics import feature_statistics, load_classifier, reference_statistics, sample_quality
 from scoresde.training import load_model
 from scoresde.training.checkpoint import load_checkpoint
@@ -111,7 +114,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--run", help="the training run folder")
     p.add_argument("--classifier", nargs="+", help="the MNIST classifier file; further files are reported as second judges")
     p.add_argument("--data-dir", help="MNIST folder (default: the run's, then SCORESDE_DATA)")
-    p.add_argument("--solvers", nargs="*", default=["ddim:50", "ancestral:50"], help="NAME:STEPS of each solver (none: bits/dim only)")
+    p.add_argument("--solvers", nargs="*", default=["ddim:50", "ancestral:50"],
+                   help="NAME:STEPS of each solver (none: bits/dim only); NAME:STEPS:W for a class-conditional run: "
+                   "classifier-free guidance of weight W, the ten digits in turn")
     p.add_argument("--num", type=int, default=1000)
     p.add_argument("--batch-size", type=int, default=250)
     p.add_argument("--likelihood-num", type=int, default=16)
@@ -132,7 +137,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     steps = load_checkpoint(args.run)["step"]
     train_log = [r for r in log if "loss" in r and "event" not in r]
     result: Dict = {
-        "config": {k: getattr(cfg, k) for k in ("net_kwargs", "batch_size", "lr", "lr_schedule", "ema_decay", "weighting", "steps")},
+        "config": {k: getattr(cfg, k) for k in ("net_kwargs", "batch_size", "lr", "lr_schedule", "ema_decay", "weighting", "steps",
+                                                "conditional", "p_uncond")},
         "parameters": sum(q.numel() for q in score.parameters()),
         "training": {"steps_done": steps, "steps_planned": cfg.steps,
                      "wall_s_logged": train_log[-1]["time"] if train_log else None,
@@ -147,13 +153,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     result["solvers"] = []
     first = None
     for spec in args.solvers:
-        name, steps_s = spec.split(":")
+        name, steps_s, *guide = spec.split(":")
         gen = torch.Generator().manual_seed(0)
-        drawn = draw_samples(sde, score, args.num, cfg.event_shape, solver=name, steps=int(steps_s),
-                             batch_size=args.batch_size, generator=gen, desc=f"sample ({spec})")
+        options = dict(solver=name, steps=int(steps_s), batch_size=args.batch_size, generator=gen, desc=f"sample ({spec})")
+        if guide:  # NAME:STEPS:W, classifier-free guidance of weight W, the ten digits in turn
+            if not score.is_conditional:
+                p.error(f"{spec}: guidance needs a class-conditional run (train with --conditional)")
+            w = float(guide[0])
+            drawn = draw_class_samples(sde, lambda k: classifier_free(score, k, w), args.num, 10, cfg.event_shape, **options)
+            batches = sum(-(-len(range(k, args.num, 10)) // args.batch_size) for k in range(10))
+        else:
+            w = None
+            drawn = draw_samples(sde, score, args.num, cfg.event_shape, **options)
+            batches = -(-args.num // args.batch_size)
         q = sample_quality(clf, drawn.samples, ref)
-        batches = -(-args.num // args.batch_size)
-        row = {"solver": name, "steps": int(steps_s), "nfe": drawn.nfe // batches, "seconds": round(drawn.seconds, 1), **q.to_dict()}
+        row = {"solver": name, "steps": int(steps_s), "guidance": w, "nfe": drawn.nfe // batches,
+               "seconds": round(drawn.seconds, 1), **q.to_dict()}
         row["other_classifiers"] = [sample_quality(j["classifier"], drawn.samples, j["reference"]).to_dict() for j in judges[1:]]
         print(json.dumps(row), flush=True)
         result["solvers"].append(row)
@@ -183,7 +198,8 @@ def markdown(r: Dict) -> str:
     proc = tr.get("process") or {}
     lines = [
         f"Model: U-Net {r['config']['net_kwargs'].get('channels')} channels, {r['parameters'] / 1e6:.2f}M parameters, "
-        f"batch {r['config']['batch_size']}, lr {r['config']['lr']} ({r['config'].get('lr_schedule', 'constant')}), EMA {r['config']['ema_decay']}, {r['config']['weighting']} weighting.",
+        f"batch {r['config']['batch_size']}, lr {r['config']['lr']} ({r['config'].get('lr_schedule', 'constant')}), EMA {r['config']['ema_decay']}, {r['config']['weighting']} weighting"
+        + (f", class-conditional with label dropout {r['config']['p_uncond']:g}" if r['config'].get('conditional') else "") + ".",
         f"Training: {tr['steps_done']} of {tr['steps_planned']} steps, {tr['wall_s_logged'] or float('nan'):.0f} s wall"
         + (f", {proc.get('user_s', 0) + proc.get('system_s', 0):.0f} CPU s" if proc else "") + ".",
         _judge_line("Classifier", r["classifier"]),
@@ -209,10 +225,12 @@ def _judge_line(what: str, c: Dict) -> str:
 
 
 def _quality_table(rows: List[Dict]) -> List[str]:
-    lines = ["| solver | steps | samples | NFE per sample | seconds | FLD | confident >= 0.9 | smallest class | rejected |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| solver | steps | guidance | samples | NFE per sample | seconds | FLD | confident >= 0.9 | smallest class | rejected |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for s in rows:
-        lines.append(f"| {s['solver']} | {s['steps']} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
+        w = s.get("guidance")
+        guide = "none" if w is None else f"w = {w:g} (2 network calls per NFE)"
+        lines.append(f"| {s['solver']} | {s['steps']} | {guide} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
                      f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% | "
                      f"{100 * s['reject_fraction']:.1f}% |")
     return lines
