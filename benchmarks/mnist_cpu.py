@@ -169,6 +169,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         q = sample_quality(clf, drawn.samples, ref)
         row = {"solver": name, "steps": int(steps_s), "guidance": w, "nfe": drawn.nfe // batches,
                "seconds": round(drawn.seconds, 1), **q.to_dict()}
+        if w is not None:  # do the samples show the digit they were drawn for? (sample i is of class i mod 10)
+            with torch.no_grad():
+                pred = clf.probabilities(drawn.samples).argmax(-1)
+            row["label_agreement"] = float((pred == torch.arange(args.num) % 10).double().mean())
         row["other_classifiers"] = [sample_quality(j["classifier"], drawn.samples, j["reference"]).to_dict() for j in judges[1:]]
         print(json.dumps(row), flush=True)
         result["solvers"].append(row)
@@ -208,7 +212,8 @@ def markdown(r: Dict) -> str:
     lines += _quality_table(r["solvers"])
     for i, other in enumerate(r.get("other_classifiers") or []):
         lines += ["", _judge_line("Second classifier", other), ""]
-        lines += _quality_table([{**s, **s["other_classifiers"][i]} for s in r["solvers"]])
+        lines += _quality_table([{**{k: v for k, v in s.items() if k != "label_agreement"}, **s["other_classifiers"][i]}
+                                 for s in r["solvers"]])
     if "likelihood" in r:
         lk = r["likelihood"]
         lines += ["", f"Test bits/dim ({lk['num']} images, Hutchinson, dopri5 at rtol = atol = 1e-5): "
@@ -230,6 +235,8 @@ def _quality_table(rows: List[Dict]) -> List[str]:
     for s in rows:
         w = s.get("guidance")
         guide = "none" if w is None else f"w = {w:g} (2 network calls per NFE)"
+        if "label_agreement" in s:
+            guide += f", {100 * s['label_agreement']:.1f}% classified as their label"
         lines.append(f"| {s['solver']} | {s['steps']} | {guide} | {s['n']} | {s['nfe']} | {s['seconds']:.0f} | {s['fld']:.2f} | "
                      f"{100 * s['confident_fraction']:.1f}% | {100 * s['min_class_fraction']:.1f}% | "
                      f"{100 * s['reject_fraction']:.1f}% |")

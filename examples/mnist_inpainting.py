@@ -4,7 +4,7 @@
     python examples/mnist_inpainting.py --data-dir /path/to/data --quick --out mnist_inpainting.png   # a smoke run
 
 It reuses the class-conditional run of ``examples/mnist_conditional.py`` (``--run-dir``, trained first
-when missing) and compares, on the same test digits: the replacement method (``resample=1``), RePaint
+when missing: the ``cpu`` preset with labels, about half an hour on 2 CPU cores) and compares, on the same test digits: the replacement method (``resample=1``), RePaint
 resampling (``resample=3``, 50 steps: CPU-sized; RePaint itself uses 250 steps and 10 passes) and
 resampling with the true digit as a label (the conditional score). The
 known pixels are kept exactly in every case; what changes is how well the bottom half agrees with the top.

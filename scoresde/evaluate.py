@@ -323,6 +323,7 @@ def evaluate_run(
     device: Union[str, torch.device] = "cpu",
     use_ema: bool = True,
     progress: Optional[bool] = None,
+    guidance: Optional[float] = None,
     **solver_options: Any,
 ) -> EvaluationResult:
     """Sample quality and test bits/dim of a trained image model.
@@ -338,6 +339,9 @@ def evaluate_run(
         seed: seed of the samples and of the likelihood's noise.
         device, use_ema: where, and which weights.
         progress: as in :func:`draw_samples`.
+        guidance: for a class-conditional run, sample every class in turn (:func:`draw_class_samples`)
+            with classifier-free guidance of this weight (0: the plain conditional score); ``None``
+            samples the unconditional score (the null label). Bits/dim are always unconditional.
 
     Returns:
         An :class:`EvaluationResult`.
@@ -360,8 +364,19 @@ def evaluate_run(
     if test.data.shape[0] < 2:
         raise DataError(f"the test split of {cfg.data} has fewer than 2 images")
     gen = torch.Generator(device=device).manual_seed(seed)
-    drawn = draw_samples(sde, score, num, cfg.event_shape, solver=solver, steps=steps, batch_size=batch_size,
-                         generator=gen, device=device, progress=progress, desc=f"sample ({solver})", **solver_options)
+    options = dict(solver=solver, steps=steps, batch_size=batch_size, generator=gen, device=device, progress=progress,
+                   desc=f"sample ({solver})", **solver_options)
+    if guidance is None:
+        drawn = draw_samples(sde, score, num, cfg.event_shape, **options)
+    else:
+        from .errors import LabelError
+        from .guidance import classifier_free
+
+        if not score.is_conditional:
+            raise LabelError("guidance needs a class-conditional run (train it with --conditional)")
+        w = float(guidance)
+        drawn = draw_class_samples(sde, lambda k: classifier_free(score, k, w), num, score.num_classes, cfg.event_shape,
+                                   **options)
     quality = sample_quality(classifier, drawn.samples, test.data, threshold=threshold)
     lik = None
     if likelihood_num:
@@ -371,5 +386,6 @@ def evaluate_run(
         lik = dataset_likelihood(sde, score, x, levels=cfg.discrete_levels, data_range=tuple(cfg.data_range or (-1, 1)),
                                  generator=torch.Generator(device=device).manual_seed(seed), device=device,
                                  progress=progress, desc="test bits/dim", **opts)
-    sampling = {"solver": solver, "steps": steps, "nfe": drawn.nfe, "seconds": round(drawn.seconds, 2), "num": num}
+    sampling = {"solver": solver, "steps": steps, "nfe": drawn.nfe, "seconds": round(drawn.seconds, 2), "num": num,
+                "guidance": guidance}
     return EvaluationResult(quality, lik, drawn.samples, sampling)

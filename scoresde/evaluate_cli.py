@@ -36,6 +36,9 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     e.add_argument("--num", type=_positive_int, default=1000, help="number of samples (default: 1000)")
     e.add_argument("--solver", default="ddim", choices=sorted(SOLVERS), help="sampler (default: ddim)")
     e.add_argument("--steps", type=_positive_int, help="solver steps (solver default when omitted)")
+    e.add_argument("--guidance", type=float, metavar="W",
+                   help="a class-conditional run: every class in turn with classifier-free guidance W (0: conditional); "
+                   "default: unconditional samples")
     e.add_argument("--batch-size", type=_positive_int, default=250, help="samples per solver call (default: 250)")
     e.add_argument("--likelihood-num", type=_nonneg_int, default=16,
                    help="test images for bits/dim, 0 to skip (default: 16)")
@@ -104,9 +107,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     res = evaluate_run(args.checkpoint, clf, data_dir=data_dir, num=args.num, solver=args.solver, steps=args.steps,
                        batch_size=args.batch_size, likelihood_num=args.likelihood_num,
                        likelihood_options=dict(rtol=args.rtol, atol=args.atol), threshold=args.threshold,
-                       seed=args.seed, device=device, use_ema=not args.raw_weights, progress=False if args.quiet else None)
+                       seed=args.seed, device=device, use_ema=not args.raw_weights, progress=False if args.quiet else None,
+                       guidance=args.guidance)
     q = res.quality
-    print(f"{q.n} samples ({args.solver}, NFE {res.sampling['nfe']}, {res.sampling['seconds']:.1f} s): {q.summary()}")
+    how = "" if args.guidance is None else f", every class in turn with guidance w = {args.guidance:g}"
+    print(f"{q.n} samples ({args.solver}{how}, NFE {res.sampling['nfe']}, {res.sampling['seconds']:.1f} s): {q.summary()}")
     print("class shares (%): " + " ".join(f"{i}:{100 * f:.1f}" for i, f in enumerate(q.class_fractions)))
     if res.likelihood is not None:
         s = res.likelihood.summary()

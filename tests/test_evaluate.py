@@ -57,6 +57,19 @@ def test_train_with_the_cpu_preset(images, tmp_path, capsys):
     assert "note: no GPU" not in err
 
 
+def test_cpu_preset_with_conditional_is_the_guided_recipe(tmp_path, capsys):
+    """``--preset cpu --conditional`` on labelled images: the measured label dropout 0.2 (docs: training guide)."""
+    rng = np.random.default_rng(1)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, size=(40, 1, 28, 28), dtype=np.uint8), y=np.arange(40) % 10)
+    for name, extra in (("cond", ["--conditional"]), ("plain", [])):
+        code, out, err = run(["train", "--data", tmp_path / "d.npz", "--preset", "cpu", *extra, "--steps", "1",
+                              "--batch-size", "8", "--out", tmp_path / name, "--quiet"], capsys)
+        assert code == 0, err
+    cond, plain = read_config(tmp_path / "cond"), read_config(tmp_path / "plain")
+    assert cond.conditional and cond.p_uncond == 0.2 and cond.net_kwargs["num_classes"] == 10
+    assert not plain.conditional and "num_classes" not in plain.net_kwargs  # the preset alone stays unconditional
+
+
 def test_gpu_sized_training_on_a_cpu_prints_the_expected_time_and_the_preset(images, tmp_path, capsys):
     # the image defaults' 1.1M-parameter U-Net, timed at a small batch to keep the test fast
     trainer = Trainer(TrainConfig(data=str(images), out=str(tmp_path / "r"), device="cpu", steps=100_000, batch_size=8),
@@ -116,6 +129,24 @@ def test_evaluate_reports_quality_and_bits_per_dim(images, tmp_path, capsys):
     assert (tmp_path / "s.png").read_bytes()[:4] == b"\x89PNG"
     code, _, err = run(["evaluate", "--checkpoint", tmp_path / "run", "--classifier", tmp_path / "none.pt"], capsys)
     assert code == 1 and "no classifier at" in err and "scoresde classifier" in err
+
+
+def test_evaluate_with_guidance_samples_every_class(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    np.savez(tmp_path / "d.npz", x=rng.integers(0, 256, size=(32, 1, 28, 28), dtype=np.uint8), y=np.arange(32) % 4)
+    for name, extra in (("cond", ["--conditional"]), ("plain", [])):
+        code, _, err = run(["train", "--data", tmp_path / "d.npz", *TINY_UNET, *extra, "--steps", "2", "--batch-size", "8",
+                            "--out", tmp_path / name, "--sample-every", "-1", "--quiet"], capsys)
+        assert code == 0, err
+    Classifier(LeNet(1, 4), "test", [1, 28, 28], [-1.0, 1.0], 1.0).save(tmp_path / "clf.pt")
+    argv = ["evaluate", "--classifier", tmp_path / "clf.pt", "--num", "6", "--steps", "2", "--likelihood-num", "0",
+            "--guidance", "1", "--quiet", "--json"]
+    code, out, err = run([*argv, "--checkpoint", tmp_path / "cond"], capsys)
+    assert code == 0, err
+    s = json.loads(out.strip().splitlines()[-1])
+    assert s["n"] == 6 and s["sampling"]["guidance"] == 1.0 and "every class in turn with guidance w = 1" in out
+    code, _, err = run([*argv, "--checkpoint", tmp_path / "plain"], capsys)
+    assert code == 1 and "class-conditional" in err
 
 
 def test_image_data_without_a_folder_names_the_environment_variable(monkeypatch, tmp_path):

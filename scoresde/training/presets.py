@@ -12,7 +12,11 @@ explicitly (on the command line or to :func:`apply_preset`) override it.
   down-weighted, Hang et al. 2023). Measured choices: in a 1,000-step pilot, Min-SNR with the cosine
   decay took the confidently recognised share of samples from 32% to 45% and the noise tiles from 24%
   to 2% against ``std2`` with a constant rate; the full benchmark is in the docs' training page and
-  ``benchmarks/mnist_cpu.py``.
+  ``benchmarks/mnist_cpu.py``. On labelled data add ``--conditional`` (the preset sets the label
+  dropout ``p_uncond = 0.2``) and sample with classifier-free guidance, ``scoresde sample --class all
+  --guidance 1``: the same half hour then gives digits an MNIST classifier recognises almost always
+  (99% of 1,000 samples at confidence >= 0.9, against 73% for the unconditional preset), at some cost
+  in diversity (a larger Fréchet LeNet distance).
 * ``gpu``: a larger U-Net (base width 64, two residual blocks per level, 6.5M parameters) for one
   modern GPU, trained with the likelihood weighting and importance sampling of ``t`` (the choice
   that lowers bits/dim), 40,000 steps of batch 128 with bf16 autocast and ``torch.compile``. It aims
@@ -36,7 +40,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "cpu": dict(
         net="unet",
         net_kwargs=dict(channels=16, channel_mults=[1, 2, 2], num_res_blocks=1, dropout=0.0),
-        sde="vp", parameterization="eps", weighting="min_snr",
+        sde="vp", parameterization="eps", weighting="min_snr", p_uncond=0.2,
         steps=5000, batch_size=64, lr=2e-3, warmup=100, lr_schedule="cosine", grad_clip=1.0, ema_decay=0.999,
         checkpoint_every=500, sample_every=-1, log_every=50,
     ),
@@ -111,7 +115,8 @@ def cpu_advice(steps: int, batch_size: int, seconds: float, n_params: int) -> st
         f"note: no GPU; {steps:,} steps of batch {batch_size} with this {n_params / 1e6:.2f}M-parameter network take "
         f"about {_hours(total)} here ({seconds:.2f} s per step, measured). For a CPU, use --preset cpu: "
         f"{preset['steps']:,} steps of batch {preset['batch_size']} with a 0.28M-parameter U-Net, "
-        f"about {math.ceil(cpu_total / 60)} minutes on 2 idle cores ({PRESET_NOTES['cpu']})."
+        f"about {math.ceil(cpu_total / 60)} minutes on 2 idle cores ({PRESET_NOTES['cpu']}); on labelled data add "
+        f"--conditional and sample with --class all --guidance 1 for the most recognisable samples."
     )
 
 
