@@ -190,7 +190,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if result["solvers"]:
         best = result["solvers"][0]
         save_samples_figure(first[:100], out.with_name(out.name + "-samples.png"),
-                            title=f"cpu preset, {steps} steps: {best['solver']}, {best['nfe']} NFE, "
+                            title=f"cpu preset, {steps} steps: {best['solver']}, {best['nfe']} NFE"
+                            + ("" if best.get("guidance") is None else f", guidance w = {best['guidance']:g}") + ", "
                             f"{100 * best['confident_fraction']:.0f}% recognised", data_range=(-1.0, 1.0))
     out.with_suffix(".md").write_text(markdown(result))
     print(markdown(result))
