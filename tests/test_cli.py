@@ -224,6 +224,8 @@ def test_demo_quick(tmp_path, capsys):
     for name in ("euler_maruyama", "pc", "ode"):
         assert name in out
     assert "test NLL" in out and "true entropy" in out
+    # the quick demo's short run keeps the learning rate constant (the cosine decay costs NLL at 2,000 steps)
+    assert json.loads((tmp_path / "demo" / "model" / "config.json").read_text())["lr_schedule"] == "constant"
 
 
 @pytest.mark.slow
