@@ -553,6 +553,13 @@ def _likelihood_data(args: argparse.Namespace, cfg: Any, num: int):
     return ds
 
 
+def _model_id(score: Any, raw_weights: bool) -> str:
+    """What identifies the model of a sharded job: the digest of its weights, and which weights."""
+    from .shard import model_digest
+
+    return f"{model_digest(score)}; {'raw' if raw_weights else 'EMA'} weights"
+
+
 def _launched_sharded() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1
 
@@ -569,7 +576,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     import numpy as np
 
     from .seeding import parse_seed_range
-    from .shard import model_digest, sample_seeds, shard_info
+    from .shard import sample_seeds, shard_info
     from .solvers import make_solver
     from .training import load_model
 
@@ -584,7 +591,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     info = shard_info(args.timeout)
     device = _shard_device(args.device)
     sde, score, cfg = load_model(args.checkpoint, device=device, use_ema=not args.raw_weights)
-    model = f"{model_digest(score)}; {'raw' if args.raw_weights else 'EMA'} weights"
+    model = _model_id(score, args.raw_weights)
     event = tuple(cfg.event_shape)
     try:
         solver = make_solver(args.solver, **opts)
@@ -704,7 +711,7 @@ def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, option
     import torch
 
     from .data import dequantization_range, to_levels
-    from .shard import log_likelihood_points, model_digest
+    from .shard import log_likelihood_points
     from .training.metrics import mean_and_stderr
 
     out = Path(args.out or "likelihood.npy")
@@ -713,7 +720,7 @@ def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, option
     folder = Path(args.shard_dir or f"{out}.shards")
     x, levels = ds.data, ds.discrete_levels
     t0 = time.perf_counter()
-    model = f"{model_digest(score)}; {'raw' if args.raw_weights else 'EMA'} weights"
+    model = _model_id(score, args.raw_weights)
     if levels:
         lo, hi = ds.data_range or (-1.0, 1.0)
         res = log_likelihood_points(sde, score, to_levels(x, levels, (lo, hi)), folder, seed=args.seed,

@@ -157,8 +157,6 @@ def class_guidance(args: argparse.Namespace, score: Any, cfg: Any, device: Any) 
             base = score
         return base if clf is None else G.classifier_guided(base, clf, label, scale=s)
 
-    if k != ALL_CLASSES:
-        make(int(k))  # checks the label against the model's classes now, with the usual message
     return make, int(num_classes), how
 
 
