@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._utils import append_dims, as_time, check_batch, randn_like
-from .errors import CheckpointError, ShapeError
+from .errors import CheckpointError, OptionError, ShapeError
 from .guidance import check_labels
 from .nets.embedding import GaussianFourierEmbedding
 from .nets.mlp import _ResidualLayer
@@ -59,7 +59,7 @@ class NoiseConditionalClassifier(nn.Module):
         if not event_shape or any(s < 1 for s in event_shape):
             raise ShapeError(f"event_shape must be a non-empty sequence of positive ints, got {event_shape}")
         if int(num_classes) < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+            raise OptionError(f"num_classes must be at least 2, got {num_classes}")
         self.config: Dict[str, Any] = dict(
             event_shape=event_shape, num_classes=int(num_classes), hidden=int(hidden), depth=int(depth),
             channels=int(channels), channel_mults=[int(m) for m in channel_mults], embed_dim=int(embed_dim),

@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .cli_conditional import COMMANDS as CONDITIONAL_COMMANDS
 from .cli_conditional import ALL_CLASSES, add_conditional_commands, add_guidance_flags, class_guidance, guided_score
+from .cli_conditional import COMMANDS as CONDITIONAL_COMMANDS
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2

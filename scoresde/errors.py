@@ -80,3 +80,22 @@ class OutputError(ScoreSDEError, OSError):
 
 class DistributedError(ScoreSDEError, RuntimeError):
     """A multi-process run failed: a process did not answer within the collective timeout, or the group broke."""
+
+
+class NotFittedError(ScoreSDEError, RuntimeError):
+    """An object that must be fitted first (a GITS grid) was used before :meth:`fit`."""
+
+
+class ShardError(DistributedError):
+    """A sharded job failed: a rank died or stalled, or a folder holds chunks of another job."""
+
+
+class ConfigError(ScoreSDEError, ValueError):
+    """A training configuration with an invalid field (the message names the field and what it needs)."""
+
+
+class UserError(ScoreSDEError, ValueError):
+    """A command-line input that does not fit (an option combination, a file of the wrong kind).
+
+    The command line prints it as one line, ``scoresde: error: ...``, and exits with status 1.
+    """

@@ -23,7 +23,7 @@ from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .errors import DataError, ShapeError
+from .errors import DataError, OptionError, ShapeError
 from .progress import Progress, ScoreProgress
 
 __all__ = ["SampleBatch", "DatasetLikelihood", "EvaluationResult", "draw_samples", "draw_class_samples", "dataset_likelihood",
@@ -42,7 +42,7 @@ def choose_trace(dim: int, trace: str = "auto") -> str:
     otherwise; ``"exact"`` and ``"hutchinson"`` are returned unchanged.
     """
     if trace not in ("auto", "exact", "hutchinson"):
-        raise ValueError(f"trace must be 'auto', 'exact' or 'hutchinson', got {trace!r}")
+        raise OptionError(f"trace must be 'auto', 'exact' or 'hutchinson', got {trace!r}")
     if trace != "auto":
         return trace
     return "exact" if int(dim) <= EXACT_TRACE_MAX_DIM else "hutchinson"
@@ -160,7 +160,7 @@ def draw_class_samples(
     """
     n, num_classes = int(n), int(num_classes)
     if num_classes < 1:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
+        raise OptionError(f"num_classes must be positive, got {num_classes}")
     labels = torch.arange(n) % num_classes
     out, nfe, t0 = None, 0, time.perf_counter()
     for k in range(min(num_classes, n)):

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_time, randn
-from .errors import ShapeError
+from .errors import LabelError, OptionError, ShapeError
 from .sde.base import SDE
 
 
@@ -144,11 +144,11 @@ class GaussianMixture:
         if stds.shape != means.shape:
             raise ShapeError(f"stds must be [K] or shaped like means {tuple(means.shape)}, got {tuple(stds.shape)}")
         if not (bool(torch.isfinite(weights).all()) and bool((weights >= 0).all()) and float(weights.sum()) > 0):
-            raise ValueError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
+            raise OptionError(f"weights must be finite, non-negative and not all zero, got {weights.tolist()}")
         if not (bool(torch.isfinite(stds).all()) and bool((stds > 0).all())):
-            raise ValueError("stds must be finite and positive")
+            raise OptionError("stds must be finite and positive")
         if not bool(torch.isfinite(means).all()):
-            raise ValueError("means must be finite")
+            raise OptionError("means must be finite")
         self.weights = weights / weights.sum()
         self.means, self.stds = means, stds.clone()
         self.event_shape = means.shape[1:]
@@ -213,7 +213,7 @@ class GaussianMixture:
             raise ShapeError(f"y must be integer component labels [B] = [{x.shape[0]}], got {tuple(y.shape)} {y.dtype}")
         K = self.n_components
         if y.numel() and (bool((y < 0).any()) or bool((y >= K).any())):
-            raise ValueError(f"y must hold component labels in [0, {K}), got values in [{int(y.min())}, {int(y.max())}]")
+            raise LabelError(f"y must hold component labels in [0, {K}), got values in [{int(y.min())}, {int(y.max())}]")
         return y.long()
 
     def component_score(self, x: Tensor, y: Tensor, sde: Optional[SDE] = None, t: Union[Tensor, float] = 0.0) -> Tensor:

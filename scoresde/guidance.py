@@ -24,7 +24,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims
-from .errors import LabelError, ShapeError
+from .errors import LabelError, OptionError, ShapeError
 
 NULL_LABEL = -1
 """A label value that selects the unconditional (null) label of a class-conditional network, per sample."""
@@ -97,7 +97,7 @@ class _Bound:
 
 def _check_cond_fn(cond_score_fn: Any) -> Optional[int]:
     if not callable(cond_score_fn):
-        raise TypeError(f"cond_score_fn must be callable as cond_score_fn(x, t, y), got {type(cond_score_fn).__name__}")
+        raise OptionError(f"cond_score_fn must be callable as cond_score_fn(x, t, y), got {type(cond_score_fn).__name__}")
     k = num_classes_of(cond_score_fn)
     if getattr(cond_score_fn, "is_conditional", True) is False:
         raise LabelError("labels were given for a network without classes; train it with num_classes=K (--conditional)")
@@ -194,7 +194,7 @@ def classifier_guided(
         ShapeError: the classifier's output is not ``[B, K]``.
     """
     if not callable(score_fn) or not callable(classifier):
-        raise TypeError("score_fn and classifier must be callables (x, t) -> Tensor")
+        raise OptionError("score_fn and classifier must be callables (x, t) -> Tensor")
     K = num_classes_of(classifier)
     bound = _Bound(y, K)
     y_max = int(bound.y.max()) if bound.y.numel() else -1

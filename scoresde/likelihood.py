@@ -357,9 +357,9 @@ def log_likelihood(
     """
     # ---------------------------------------------------------------- validation
     if not isinstance(sde, SDE):
-        raise TypeError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     if not callable(score_fn):
-        raise TypeError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+        raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
     check_batch(x, "x")
     if x.ndim < 2:
         raise ShapeError(f"x must have shape [B, *event] with at least one event dimension, got {tuple(x.shape)}")

@@ -38,7 +38,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel, randn_like
-from .errors import DataError, IncompatibleSDEError, ShapeError
+from .errors import DataError, IncompatibleSDEError, OptionError, ShapeError
 from .sde.base import SDE
 
 WEIGHTINGS = ("std2", "likelihood", "min_snr")
@@ -93,7 +93,7 @@ class ImportanceSampler:
 
     def __init__(self, sde: SDE, eps: float, n: int = IS_GRID_SIZE):
         if not 0 < eps < sde.T:
-            raise ValueError(f"importance sampling needs 0 < eps < T = {sde.T}, got eps={eps}")
+            raise OptionError(f"importance sampling needs 0 < eps < T = {sde.T}, got eps={eps}")
         self.sde, self.eps, self.T = sde, float(eps), float(sde.T)
         log_t = torch.linspace(math.log(self.eps), math.log(self.T), n + 1, dtype=torch.float64)
         t = log_t.exp()
@@ -166,19 +166,19 @@ def _check_options(
     sde: SDE, weighting: str, importance_sampling: bool, eps: float, reduction: str, time_sampling: str = "uniform"
 ) -> None:
     if time_sampling not in TIME_SAMPLINGS:
-        raise ValueError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
+        raise OptionError(f"time_sampling must be one of {TIME_SAMPLINGS}, got {time_sampling!r}")
     if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
+        raise OptionError(f"weighting must be one of {WEIGHTINGS}, got {weighting!r}")
     if reduction not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+        raise OptionError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not sde.has_kernel:
         raise IncompatibleSDEError(f"denoising score matching needs an SDE with a Gaussian kernel; {type(sde).__name__} has none")
     if not (0.0 <= float(eps) < sde.T):
-        raise ValueError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
+        raise OptionError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
     if weighting == "likelihood" and not eps > 0:
-        raise ValueError("likelihood weighting needs eps > 0 (g^2/std^2 is not integrable at t = 0)")
+        raise OptionError("likelihood weighting needs eps > 0 (g^2/std^2 is not integrable at t = 0)")
     if importance_sampling and weighting != "likelihood":
-        raise ValueError("importance_sampling applies to weighting='likelihood' only")
+        raise OptionError("importance_sampling applies to weighting='likelihood' only")
 
 
 def _predict_eps(model: Any, x_t: Tensor, t: Tensor, std: Tensor, y: Optional[Tensor] = None) -> Tensor:
@@ -259,7 +259,7 @@ def dsm_loss(
     # x0- and std-scaled score networks divide by std(t), which vanishes at t = 0
     needs_positive_t = getattr(model, "parameterization", "eps") == "x0" or getattr(model, "scale_by_std", False)
     if needs_positive_t and not eps > 0:
-        raise ValueError(f"a {model.parameterization!r}-parameterised model needs eps > 0 (it divides by std(t))")
+        raise OptionError(f"a {model.parameterization!r}-parameterised model needs eps > 0 (it divides by std(t))")
     B = x0.shape[0]
     if t is None:
         if importance_sampling:
@@ -268,10 +268,10 @@ def dsm_loss(
             t = eps + (sde.T - eps) * _uniform(B, generator, x0.device, x0.dtype, time_sampling == "stratified")  # t ~ U[eps, T]
     else:
         if importance_sampling:
-            raise ValueError("t cannot be given together with importance_sampling=True (the sampler draws t)")
+            raise OptionError("t cannot be given together with importance_sampling=True (the sampler draws t)")
         t = as_time(t, x0, sde.T)
         if needs_positive_t and bool((t <= 0).any()):
-            raise ValueError(f"a {model.parameterization!r}-parameterised model needs t > 0 (it divides by std(t))")
+            raise OptionError(f"a {model.parameterization!r}-parameterised model needs t > 0 (it divides by std(t))")
     if noise is None:
         noise = randn_like(x0, generator)  # eps ~ N(0, I)
     elif noise.shape != x0.shape:
@@ -280,7 +280,7 @@ def dsm_loss(
         noise = noise.to(x0)
 
     if not (0.0 <= float(p_uncond) <= 1.0):
-        raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+        raise OptionError(f"p_uncond must lie in [0, 1], got {p_uncond}")
     if y is not None:
         from .guidance import NULL_LABEL, check_labels
 
@@ -290,7 +290,7 @@ def dsm_loss(
             drop = _uniform(B, generator, x0.device, x0.dtype) < p_uncond
             y = torch.where(drop, torch.full_like(y, NULL_LABEL), y)
     elif p_uncond:
-        raise ValueError("p_uncond applies to class-conditional training; pass the labels y")
+        raise OptionError("p_uncond applies to class-conditional training; pass the labels y")
 
     scale, std = sde.marginal_coeffs(t)  # [B] each
     x_t = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise  # x_t ~ p_0t(. | x0)
@@ -342,9 +342,9 @@ def ncsn_loss(sde: SDE, model: Any, x0: Tensor, **kwargs: Any) -> Tensor:
 def _std2_special_case(name: str, parameterization: str, sde: SDE, model: Any, x0: Tensor, kwargs: dict) -> Tensor:
     """:func:`dsm_loss` with std^2 weighting for a ``parameterization`` network (DDPM and NCSN losses)."""
     if getattr(model, "parameterization", None) != parameterization:
-        raise ValueError(f"{name} needs a NetworkScore with parameterization={parameterization!r}")
+        raise OptionError(f"{name} needs a NetworkScore with parameterization={parameterization!r}")
     if kwargs.pop("weighting", "std2") != "std2" or kwargs.pop("importance_sampling", False):
-        raise ValueError(f"{name} uses weighting='std2' without importance sampling; call dsm_loss for others")
+        raise OptionError(f"{name} uses weighting='std2' without importance sampling; call dsm_loss for others")
     return dsm_loss(sde, model, x0, weighting="std2", **kwargs)
 
 
@@ -371,7 +371,7 @@ class DSMLoss:
         _check_options(sde, weighting, importance_sampling, eps, reduction, time_sampling)
         self.time_sampling = time_sampling
         if not (0.0 <= float(p_uncond) <= 1.0):
-            raise ValueError(f"p_uncond must lie in [0, 1], got {p_uncond}")
+            raise OptionError(f"p_uncond must lie in [0, 1], got {p_uncond}")
         self.p_uncond = float(p_uncond)
         self.sde = sde
         self.weighting, self.importance_sampling = weighting, bool(importance_sampling)

@@ -12,7 +12,7 @@ from typing import Callable, Literal, Optional
 from torch import Tensor, nn
 
 from ._utils import append_dims
-from .errors import IncompatibleSDEError, LabelError
+from .errors import IncompatibleSDEError, LabelError, OptionError
 from .sde.base import SDE
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -47,9 +47,9 @@ class NetworkScore(nn.Module):
     def __init__(self, net: nn.Module, sde: SDE, parameterization: Parameterization = "eps", scale_by_std: bool = False):
         super().__init__()
         if parameterization not in PARAMETERIZATIONS:
-            raise ValueError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+            raise OptionError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
         if parameterization != "score" and scale_by_std:
-            raise ValueError("scale_by_std applies only to parameterization='score'")
+            raise OptionError("scale_by_std applies only to parameterization='score'")
         if not sde.has_kernel:
             raise IncompatibleSDEError(
                 f"{type(sde).__name__} has no closed-form Gaussian kernel, which converting network outputs to scores needs"

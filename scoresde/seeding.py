@@ -23,7 +23,7 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from .errors import ShapeError
+from .errors import OptionError, ShapeError
 
 __all__ = ["SeededNoise", "SeedsLike", "as_seeds", "derive_seeds", "parse_seed_range"]
 
@@ -77,16 +77,16 @@ def as_seeds(seeds: Any, batch: Optional[int] = None, name: str = "seeds") -> Te
     """
     if isinstance(seeds, Tensor):
         if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
-            raise TypeError(f"{name} must hold integers (an int64 tensor or a list of ints), got dtype {seeds.dtype}")
+            raise OptionError(f"{name} must hold integers (an int64 tensor or a list of ints), got dtype {seeds.dtype}")
         s = seeds.detach().to("cpu", torch.int64)
     elif isinstance(seeds, (list, tuple, range)):
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
-            raise TypeError(f"{name} must be a list of ints (one per sample), got {list(seeds)[:5]!r}...")
+            raise OptionError(f"{name} must be a list of ints (one per sample), got {list(seeds)[:5]!r}...")
         if any(not (-(1 << 63) <= v < 1 << 63) for v in seeds):
-            raise ValueError(f"{name} must fit in a signed 64-bit integer")
+            raise OptionError(f"{name} must fit in a signed 64-bit integer")
         s = torch.tensor(list(seeds), dtype=torch.int64)
     else:
-        raise TypeError(f"{name} must be a [B] integer tensor, a list of ints or a range, got {type(seeds).__name__}")
+        raise OptionError(f"{name} must be a [B] integer tensor, a list of ints or a range, got {type(seeds).__name__}")
     if s.ndim != 1 or s.shape[0] == 0:
         raise ShapeError(f"{name} must be 1-D with one seed per sample, got shape {tuple(s.shape)}")
     if batch is not None and s.shape[0] != batch:
@@ -113,9 +113,9 @@ def parse_seed_range(spec: str) -> range:
             v = int(text)
             r = range(v, v + 1)
     except ValueError:
-        raise ValueError(f"seeds must look like A-B (inclusive), A:B (end excluded) or N, got {spec!r}") from None
+        raise OptionError(f"seeds must look like A-B (inclusive), A:B (end excluded) or N, got {spec!r}") from None
     if len(r) == 0:
-        raise ValueError(f"the seed range {spec!r} is empty")
+        raise OptionError(f"the seed range {spec!r} is empty")
     return r
 
 
@@ -220,7 +220,7 @@ class SeededNoise:
 
     def seed(self) -> int:
         """Refused: a per-sample noise source has no single seed (use :meth:`sample_seeds`)."""
-        raise TypeError("per-sample seeds have no single integer seed; use sample_seeds() for one seed per sample")
+        raise OptionError("per-sample seeds have no single integer seed; use sample_seeds() for one seed per sample")
 
     def select(self, index: Tensor) -> "SeededNoise":
         """The noise source of a subset of the samples (same seeds, fresh counters), ``index`` ``[b]``."""

@@ -34,7 +34,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .errors import ScoreSDEError
+from .errors import OptionError, ShardError
 from .score import ScoreFn
 from .sde.base import SDE
 from .seeding import SeedsLike, as_seeds
@@ -44,10 +44,6 @@ __all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds"
 #: Default seconds a rank may go silent (dead or stopped) before the others give up.
 DEFAULT_TIMEOUT = 600.0
 _HEARTBEAT_EVERY = 1.0
-
-
-class ShardError(ScoreSDEError, RuntimeError):
-    """A sharded job cannot finish: a rank died or stalled, or the shard directory holds another job."""
 
 
 @dataclass
@@ -154,9 +150,9 @@ def run_chunks(
         ShardError: a rank died or stalled, or ``folder`` holds chunks of another job.
     """
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
+        raise OptionError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        raise OptionError(f"timeout must be a positive number of seconds, got {timeout!r}")
     started = time.time()
     info = info or shard_info(timeout)
     folder = Path(folder)
@@ -287,7 +283,7 @@ def sample_seeds(
     from .solvers.driver import solve
 
     if "generator" in solve_options or "seeds" in solve_options:
-        raise ValueError("sample_seeds draws from the given seeds; do not pass generator or seeds in solve options")
+        raise OptionError("sample_seeds draws from the given seeds; do not pass generator or seeds in solve options")
     all_seeds = as_seeds(list(seeds) if isinstance(seeds, range) else seeds)
     event = tuple(int(s) for s in event_shape)
 
@@ -344,7 +340,7 @@ def log_likelihood_points(
     from .likelihood import bits_per_dim, log_likelihood
 
     if "generator" in options or "seeds" in options:
-        raise ValueError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
+        raise OptionError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
     if options.get("method", "dopri5") == "dopri5":  # fixed-step methods share their (fixed) steps: invariant already
         options.setdefault("step_control", "per_sample")
 

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, batch_sum, randn
-from .errors import IncompatibleSDEError
+from .errors import IncompatibleSDEError, OptionError
 from .inpainting import check_inpainting_inputs
 from .score import ScoreFn
 from .sde.base import SDE
@@ -122,13 +122,13 @@ def smc_inpaint(
         raise IncompatibleSDEError(f"smc_inpaint needs an SDE with a closed-form kernel; {type(sde).__name__} has none")
     for name, v in (("num_particles", num_particles), ("steps", steps)):
         if isinstance(v, bool) or int(v) != v or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
+            raise OptionError(f"{name} must be a positive integer, got {v!r}")
     if not 0.0 <= ess_threshold <= 1.0:
-        raise ValueError(f"ess_threshold must lie in [0, 1], got {ess_threshold}")
+        raise OptionError(f"ess_threshold must lie in [0, 1], got {ess_threshold}")
     if not 0.0 < eps < sde.T:
-        raise ValueError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
+        raise OptionError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
     if proposal not in PROPOSALS:
-        raise ValueError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
+        raise OptionError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
     B, P = x_known.shape[0], int(num_particles)
     event = x_known.shape[1:]
     dtype, device = x_known.dtype, x_known.device

@@ -113,7 +113,7 @@ def _npy_header(f: Any, where: str) -> Tuple[Tuple[int, ...], np.dtype, int]:
         elif version in ((2, 0), (3, 0)):
             shape, _, dtype = np.lib.format.read_array_header_2_0(f)
         else:
-            raise ValueError(f"unsupported .npy version {version}")
+            raise DataError(f"unsupported .npy version {version}")
     except (ValueError, OSError, EOFError) as e:
         raise DataError(f"{where}: not a valid NumPy file ({e})") from None
     if dtype.hasobject:

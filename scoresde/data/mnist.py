@@ -25,7 +25,7 @@ import torch
 from torch import Tensor
 
 from .._utils import check_memory
-from ..errors import DataError
+from ..errors import DataError, OptionError
 
 #: Data sets :func:`load_mnist` reads.
 MNIST_DATASETS = ("mnist", "fashion-mnist")
@@ -213,9 +213,9 @@ def load_mnist(
         ValueError: unknown ``split`` or ``dataset``.
     """
     if dataset not in MNIST_DATASETS:
-        raise ValueError(f"dataset must be one of {MNIST_DATASETS}, got {dataset!r}")
+        raise OptionError(f"dataset must be one of {MNIST_DATASETS}, got {dataset!r}")
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise OptionError(f"split must be one of {SPLITS}, got {split!r}")
     folder = resolve_mnist_dir(data_dir, dataset, split)
     images_base, labels_base = _file_names(split)
     images_path = _find(folder, images_base)

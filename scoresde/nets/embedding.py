@@ -120,7 +120,7 @@ class LabelEmbedding(nn.Module):
     def __init__(self, num_classes: int, embed_dim: int):
         super().__init__()
         if int(num_classes) < 1:
-            raise ValueError(f"num_classes must be a positive integer, got {num_classes}")
+            raise OptionError(f"num_classes must be a positive integer, got {num_classes}")
         self.num_classes = int(num_classes)
         self.table = nn.Embedding(self.num_classes + 1, int(embed_dim))
         nn.init.normal_(self.table.weight, std=0.02)

@@ -35,6 +35,7 @@ from torch import Tensor
 
 from .._utils import append_dims
 from .._validation import finite_float
+from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 
@@ -89,10 +90,10 @@ class DPMSolverPP(StepSolver):
 
     def __init__(self, order: int = 2, lower_order_final: bool = True, eta: float = 0.0):
         if order not in (1, 2, 3) or isinstance(order, bool):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+            raise OptionError(f"order must be 1, 2 or 3, got {order!r}")
         eta = finite_float(eta, "eta")
         if not 0.0 <= eta <= 1.0:
-            raise ValueError(f"eta must lie in [0, 1], got {eta}")
+            raise OptionError(f"eta must lie in [0, 1], got {eta}")
         self.solver_order = int(order)
         self.lower_order_final = bool(lower_order_final)
         self.eta = eta

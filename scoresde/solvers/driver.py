@@ -207,9 +207,9 @@ def solve(
             f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got {generator!r}"
         )
     if seeds is not None and generator is not None:
-        raise ValueError("give either generator (one stream for the batch) or seeds (one per sample), not both")
+        raise OptionError("give either generator (one stream for the batch) or seeds (one per sample), not both")
     if return_log_prob and not solver_obj.supports_log_prob:
-        raise ValueError(
+        raise OptionError(
             f"return_log_prob=True needs a solver that integrates the divergence (solver='ode'); {solver_obj.name!r} cannot"
         )
     if x_init is not None:
@@ -238,9 +238,9 @@ def solve(
     times = _grid_tensor(solver_obj, sde, grid, steps, eps, shape, start_at_T=x_init is None)
     if return_log_prob:
         if denoise:
-            raise ValueError("return_log_prob=True gives the density of the undenoised samples at eps; pass denoise=False or leave it")
+            raise OptionError("return_log_prob=True gives the density of the undenoised samples at eps; pass denoise=False or leave it")
         if abs(float(times[0]) - float(sde.T)) > 1e-9 * float(sde.T):
-            raise ValueError("return_log_prob=True needs the trajectory to start at T (the prior), not at a later x_init time")
+            raise OptionError("return_log_prob=True needs the trajectory to start at T (the prior), not at a later x_init time")
         denoise = False
     if denoise is None:
         denoise = solver_obj.denoise_default and sde.has_kernel

@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .._utils import append_dims
 from .._validation import finite_float
+from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 
@@ -68,11 +69,11 @@ class EDM(StepSolver):
     def __init__(self, s_churn: float = 0.0, s_tmin: float = 0.0, s_tmax: float = math.inf, s_noise: float = 1.0):
         self.s_churn = finite_float(s_churn, "s_churn")
         if self.s_churn < 0:
-            raise ValueError(f"s_churn must be >= 0, got {s_churn}")
+            raise OptionError(f"s_churn must be >= 0, got {s_churn}")
         self.s_tmin = finite_float(s_tmin, "s_tmin")
         self.s_tmax = float(s_tmax)
         if math.isnan(self.s_tmax) or not self.s_tmin <= self.s_tmax:
-            raise ValueError(f"need s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
+            raise OptionError(f"need s_tmin <= s_tmax, got s_tmin={s_tmin}, s_tmax={s_tmax}")
         self.s_noise = finite_float(s_noise, "s_noise", positive=True)
 
     @property

@@ -13,7 +13,7 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
-from ..errors import IncompatibleSDEError, MaskError, ShapeError
+from ..errors import IncompatibleSDEError, MaskError, OptionError, ShapeError
 from ..sde.base import SDE
 from .base import SolveContext, StepSolver, WrapperSolver
 from .driver import make_solver
@@ -101,10 +101,10 @@ class Inpaint(WrapperSolver):
 
     def __init__(self, inner: Any, x_known: Tensor, mask: Any, resample: int = 1, **options: Any):
         if isinstance(resample, bool) or int(resample) != resample or resample < 1:
-            raise ValueError(f"resample must be a positive integer (1 = no jump-backs), got {resample!r}")
+            raise OptionError(f"resample must be a positive integer (1 = no jump-backs), got {resample!r}")
         inner = make_solver(inner, **options)
         if not isinstance(inner, StepSolver):
-            raise TypeError(
+            raise OptionError(
                 f"inpainting wraps step solvers; {inner.name!r} integrates on its own (adaptive ODE, torchsde): "
                 "use e.g. 'ancestral', 'reverse_diffusion', 'euler_maruyama', 'pc' or 'ddim'"
             )

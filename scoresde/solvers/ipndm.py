@@ -15,6 +15,7 @@ from torch import Tensor
 
 from .._utils import append_dims
 from .._validation import positive_int
+from ..errors import OptionError
 from .base import SolveContext, StepSolver
 from .edm import denoiser
 
@@ -73,7 +74,7 @@ class IPNDM(StepSolver):
     def __init__(self, max_order: int = 4, variable_step: bool = False):
         self.max_order = positive_int(max_order, "max_order")
         if self.max_order > 4:
-            raise ValueError(f"max_order must lie in 1..4, got {max_order}")
+            raise OptionError(f"max_order must lie in 1..4, got {max_order}")
         self.variable_step = bool(variable_step)
 
     @property

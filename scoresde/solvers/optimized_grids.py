@@ -17,7 +17,7 @@ from torch import Tensor
 
 from .._utils import append_dims
 from .._validation import finite_float, positive_int
-from ..errors import IncompatibleSDEError, TimeRangeError
+from ..errors import IncompatibleSDEError, NotFittedError, OptionError, TimeRangeError
 from ..score import ScoreFn, score_to_x0
 from ..sde.base import SDE
 from .grids import TimeGrid
@@ -88,7 +88,7 @@ class GITS(TimeGrid):
         self.samples = positive_int(samples, "samples")
         self.fine_grid = fine_grid
         if cost_in not in ("denoised", "state"):
-            raise ValueError(f"cost_in must be 'denoised' or 'state', got {cost_in!r}")
+            raise OptionError(f"cost_in must be 'denoised' or 'state', got {cost_in!r}")
         self.cost_in = cost_in
         self.data_std = finite_float(data_std, "data_std", positive=True)
         self._sde: Optional[SDE] = None
@@ -190,7 +190,7 @@ class GITS(TimeGrid):
         steps = positive_int(steps, "steps")
         M = self._cost.shape[0] - 1
         if steps > M:
-            raise ValueError(f"GITS was fitted with fine_steps={M}; it cannot place {steps} steps: refit with more")
+            raise OptionError(f"GITS was fitted with fine_steps={M}; it cannot place {steps} steps: refit with more")
         C = self._cost
         best = torch.full((M + 1,), math.inf, dtype=torch.float64)
         best[0] = 0.0
@@ -214,7 +214,7 @@ class GITS(TimeGrid):
 
     def _check_fitted(self) -> None:
         if self._cost is None:
-            raise RuntimeError("GITS grid is not fitted: call grid.fit(sde, score_fn, event_shape) first")
+            raise NotFittedError("GITS grid is not fitted: call grid.fit(sde, score_fn, event_shape) first")
 
     def __repr__(self) -> str:
         state = "fitted" if self.fitted else "not fitted"

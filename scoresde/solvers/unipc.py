@@ -39,6 +39,7 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
+from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 from .dpmpp import multistep_order
@@ -87,9 +88,9 @@ class UniPC(StepSolver):
 
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True):
         if order not in (1, 2, 3) or isinstance(order, bool):
-            raise ValueError(f"order must be 1, 2 or 3, got {order!r}")
+            raise OptionError(f"order must be 1, 2 or 3, got {order!r}")
         if variant not in ("bh1", "bh2"):
-            raise ValueError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
+            raise OptionError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
         self.solver_order = int(order)
         self.variant = variant
         self.corrector = bool(corrector)

@@ -150,7 +150,7 @@ def load_checkpoint(path: PathLike) -> Dict[str, Any]:
         body = {k: v for k, v in state.items() if k != "digest"}
         try:
             actual = payload_digest(body)
-        except TypeError as e:
+        except CheckpointError as e:
             raise CheckpointError(f"{f} is corrupt: {e}") from None
         if actual != stored:
             raise CheckpointError(
@@ -191,7 +191,7 @@ def payload_digest(obj: Any) -> str:
     a stored number, string or tensor element changes it.
 
     Raises:
-        TypeError: ``obj`` holds a value other than tensors, numbers, strings, bytes, ``None`` and
+        CheckpointError: ``obj`` holds a value other than tensors, numbers, strings, bytes, ``None`` and
             (nested) dicts, lists and tuples of those.
     """
     h = hashlib.sha256()
@@ -231,7 +231,7 @@ def _digest_chunks(obj: Any) -> Iterator[Any]:
     elif isinstance(obj, (torch.dtype, torch.device, torch.Size)):
         yield f"O{obj!r}|".encode()
     else:
-        raise TypeError(f"a checkpoint may hold tensors, numbers, strings and containers, not {type(obj).__name__}")
+        raise CheckpointError(f"a checkpoint may hold tensors, numbers, strings and containers, not {type(obj).__name__}")
 
 
 def _check_archive_size(f: Path) -> None:

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from .._validation import MAX_SEED
-from ..errors import ScoreSDEError
+from ..errors import ConfigError
 
 SDE_NAMES = ("vp", "subvp", "ve")
 NET_KINDS = ("auto", "mlp", "unet")
@@ -44,10 +44,6 @@ _IMAGE_DEFAULTS = dict(steps=20000, batch_size=128, lr=2e-4, warmup=1000, lr_sch
 _VECTOR_MLP_KWARGS = dict(hidden=128, depth=2)
 #: Values of options added after a run was stored, as that run used them (see TrainConfig.from_json).
 _LEGACY_VALUES = dict(time_sampling="uniform")
-
-
-class ConfigError(ScoreSDEError, ValueError):
-    """An invalid training option (unknown name, out-of-range value, incompatible combination)."""
 
 
 @dataclass

@@ -8,7 +8,7 @@ from typing import Any, Dict
 import torch
 from torch import nn
 
-from ..errors import CheckpointError
+from ..errors import CheckpointError, OptionError
 
 
 class EMA:
@@ -30,7 +30,7 @@ class EMA:
 
     def __init__(self, net: nn.Module, decay: float = 0.999):
         if not 0.0 <= decay < 1.0:
-            raise ValueError(f"EMA decay must lie in [0, 1), got {decay}")
+            raise OptionError(f"EMA decay must lie in [0, 1), got {decay}")
         self.decay = float(decay)
         self.module = copy.deepcopy(net).eval().requires_grad_(False)
         self.num_updates = 0
@@ -48,7 +48,7 @@ class EMA:
         d = self.current_decay()
         params = [p.detach() for p in net.parameters()]
         if len(self._params) != len(params):
-            raise ValueError("EMA.update got a network with a different parameter list")
+            raise OptionError("EMA.update got a network with a different parameter list")
         if params:
             # theta_ema <- theta_ema + (1 - d) (theta - theta_ema)
             torch._foreach_lerp_(self._params, params, 1.0 - d)
