@@ -359,7 +359,7 @@ def test_get_dataset_toy_and_arrays(tmp_path):
 def test_get_dataset_errors(tmp_path, monkeypatch):
     monkeypatch.delenv("SCORESDE_DATA", raising=False)
     with pytest.raises(DataError, match="moons.*mnist.*npy"):
-        get_dataset("cifar10")
+        get_dataset("cifar100")
     with pytest.raises(DataError, match="no such file"):
         get_dataset(str(tmp_path / "missing.npy"))
     with pytest.raises(DataError, match="data_dir"):

@@ -1,4 +1,4 @@
-"""Data sets for training: 2-D toy distributions, MNIST-family images and user arrays.
+"""Data sets for training: 2-D toy distributions, MNIST-family and CIFAR-10 images, image folders and user arrays.
 
 :func:`get_dataset` turns a spec string into a :class:`Dataset` whose ``data`` is a float tensor
 ``[N, *event]`` in the model's range. Images with ``levels`` grey levels (``k = 0..levels-1``) are
@@ -22,10 +22,13 @@ import torch
 from torch import Tensor
 
 from .._validation import integer, positive_int
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from .arrays import NPZ_KEYS, array_to_tensor, load_array, read_array, read_labels
+from .cifar10 import CIFAR10_CLASSES, CIFAR10_MD5, check_cifar10_md5, load_cifar10, resolve_cifar10
+from .folder import IMAGE_EXTENSIONS, FolderImages, load_image_folder
 from .mnist import MNIST_DATASETS, MNIST_MD5, MNIST_RAW_MD5, SPLITS, check_mnist_md5, load_mnist, read_idx, resolve_mnist_dir
 from .toy import TOY_DATASETS, TOY_NUM_CLASSES, toy_data, toy_data_with_labels, toy_gmm
+from .transforms import random_hflip
 
 #: Number of points drawn for a toy data set when ``n`` is not given.
 DEFAULT_TOY_SIZE = 100_000
@@ -34,7 +37,7 @@ TOY_SPLIT_SEEDS = {"train": 0, "test": 1}
 
 DEFAULT_RANGE = (-1.0, 1.0)
 
-#: Environment variable naming the data folder (one holding ``mnist/`` and ``fashion-mnist/``).
+#: Environment variable naming the data folder (one holding ``mnist/``, ``fashion-mnist/``, ``cifar10/``).
 DATA_ENV = "SCORESDE_DATA"
 
 
@@ -123,11 +126,14 @@ class Dataset(torch.utils.data.Dataset):
     """An in-memory data set in the model's range.
 
     Attributes:
-        name: the spec it came from (a toy name, ``"mnist"``, ``"fashion-mnist"`` or a file path).
+        name: the spec it came from (a toy name, ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+            ``"folder:PATH"`` or a file path).
         data: float tensor ``[N, *event]``.
         discrete_levels: number of grey levels for quantised data (256 for 8-bit images), else ``None``.
         data_range: ``(lo, hi)`` the levels were mapped to, for quantised data; else ``None``.
         labels: int64 ``[N]`` class labels where the source has them, else ``None``.
+        class_names: the names of classes ``0..K-1`` where the source names them (CIFAR-10, a folder of
+            class subfolders), else ``None``.
 
     Indexing returns ``data[i]`` (``[*event]``); ``len`` is ``N``.
     """
@@ -137,6 +143,7 @@ class Dataset(torch.utils.data.Dataset):
     discrete_levels: Optional[int] = None
     data_range: Optional[Tuple[float, float]] = None
     labels: Optional[Tensor] = None
+    class_names: Optional[Tuple[str, ...]] = None
 
     @property
     def event_shape(self) -> Tuple[int, ...]:
@@ -160,34 +167,47 @@ def _is_array_path(spec: str) -> bool:
     return os.path.splitext(spec)[1].lower() in (".npy", ".npz") or os.path.isfile(spec)
 
 
+#: Prefix of a folder-of-images spec: ``"folder:PATH"``.
+FOLDER_PREFIX = "folder:"
+CIFAR10 = "cifar10"
+
+
 def get_dataset(
     spec: str,
     data_dir: Optional[Union[str, "os.PathLike[str]"]] = None,
     split: str = "train",
     n: Optional[int] = None,
     generator: Optional[torch.Generator] = None,
+    image_size: Optional[int] = None,
 ) -> Dataset:
     """Build a data set from a spec string.
 
     Args:
-        spec: a toy name (:data:`TOY_DATASETS`), ``"mnist"``, ``"fashion-mnist"``, or the path of a
-            ``.npy`` / ``.npz`` file (see :func:`load_array`; an ``.npz`` may hold labels ``y``).
-        data_dir: where the MNIST-family files are (see :func:`load_mnist`); default: the environment
-            variable ``SCORESDE_DATA`` (:func:`default_data_dir`).
+        spec: a toy name (:data:`TOY_DATASETS`), ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``,
+            ``"folder:PATH"`` (a folder of PNG / JPEG images, see :func:`load_image_folder`), or the
+            path of a ``.npy`` / ``.npz`` file (see :func:`load_array`; an ``.npz`` may hold labels ``y``).
+        data_dir: where the MNIST-family or CIFAR-10 files are (see :func:`load_mnist`,
+            :func:`load_cifar10`); default: the environment variable ``SCORESDE_DATA`` (:func:`default_data_dir`).
         split: ``"train"`` or ``"test"``. For toy data it picks the default seed
-            (:data:`TOY_SPLIT_SEEDS`), so the two splits differ; arrays have a single split.
+            (:data:`TOY_SPLIT_SEEDS`), so the two splits differ; arrays and image folders have a single split.
         n: number of samples: toy data draws ``n`` points (default :data:`DEFAULT_TOY_SIZE`); image and
             array data keep their first ``n`` samples (default: all).
         generator: CPU generator for toy data (default: a fresh one seeded from ``split``).
+        image_size: for ``folder:PATH`` only: centre-crop every image to a square and resize it to
+            ``image_size x image_size`` (needed when the images differ in size).
 
     Returns:
-        A :class:`Dataset`. MNIST images are ``[N, 1, 28, 28]`` in ``[-1, 1]`` with ``discrete_levels=256``;
-        ``uint8`` arrays are treated as 8-bit images the same way; other arrays are used as stored
-        (float32, ``discrete_levels=None``); toy data is ``[n, 2]``.
+        A :class:`Dataset`. MNIST images are ``[N, 1, 28, 28]`` and CIFAR-10 images ``[N, 3, 32, 32]``
+        (``N`` = 50,000 train / 10,000 test, labels int64 ``[N]``, ``class_names`` set), both in ``[-1, 1]``
+        with ``discrete_levels=256``; a folder gives ``[N, C, H, W]`` (``C`` 1 or 3) in ``[-1, 1]`` with
+        ``discrete_levels=256``, labelled when it has class subfolders; ``uint8`` arrays are treated as
+        8-bit images the same way; other arrays are used as stored (float32, ``discrete_levels=None``);
+        toy data is ``[n, 2]``.
 
     Raises:
         DataError: unknown spec (the message lists the valid ones), missing ``data_dir`` for image
             sets, ``n`` larger than the data set, or any loader error.
+        OptionError: ``image_size`` with a spec other than ``folder:PATH``, or not a positive integer.
         ValueError: bad ``split`` or ``n``.
     """
     if split not in SPLITS:
@@ -195,6 +215,13 @@ def get_dataset(
     if n is not None:
         n = positive_int(n, "n")
     spec = os.fspath(spec)
+    if spec.startswith(FOLDER_PREFIX):
+        return _folder_dataset(spec, n, image_size)
+    if image_size is not None:
+        raise OptionError(
+            f"image_size applies only to folder:PATH data sets, got image_size={image_size!r} for {spec!r}; "
+            "drop it (this data set keeps its native image size)"
+        )
 
     if spec in TOY_DATASETS:
         if generator is None:
@@ -214,6 +241,9 @@ def get_dataset(
         images, labels = _check_n(images, n, spec), _check_n(labels, n, spec)
         return Dataset(spec, to_model_range(images), 256, DEFAULT_RANGE, labels)
 
+    if spec == CIFAR10:
+        return _cifar10_dataset(data_dir, split, n)
+
     if _is_array_path(spec):
         arr = read_array(spec)
         labels = read_labels(spec, arr.shape[0])
@@ -224,9 +254,30 @@ def get_dataset(
         return Dataset(spec, _check_n(array_to_tensor(arr, spec), n, spec), labels=labels)
 
     raise DataError(
-        f"unknown data set {spec!r}; valid: {', '.join(TOY_DATASETS)}, {', '.join(MNIST_DATASETS)}, "
-        "or a path to a .npy/.npz file"
+        f"unknown data set {spec!r}; valid: {', '.join(TOY_DATASETS)}, {', '.join(MNIST_DATASETS)}, {CIFAR10}, "
+        f"{FOLDER_PREFIX}PATH (a folder of PNG/JPEG images), or a path to a .npy/.npz file"
     )
+
+
+def _cifar10_dataset(data_dir: Optional[Union[str, "os.PathLike[str]"]], split: str, n: Optional[int]) -> Dataset:
+    if data_dir is None:
+        data_dir = default_data_dir()
+    if data_dir is None:
+        raise DataError(
+            f"{CIFAR10} needs a data folder: pass data_dir (--data-dir on the command line) or set the environment "
+            f"variable {DATA_ENV}, naming the folder with cifar-10-batches-bin/, cifar-10-batches-py/ or the archive "
+            "cifar-10-binary.tar.gz / cifar-10-python.tar.gz (or a parent with a 'cifar10' folder)"
+        )
+    images, labels = load_cifar10(data_dir, split=split, check_md5=True, n=n)
+    return Dataset(CIFAR10, to_model_range(images), 256, DEFAULT_RANGE, labels, CIFAR10_CLASSES)
+
+
+def _folder_dataset(spec: str, n: Optional[int], image_size: Optional[int]) -> Dataset:
+    path = os.path.expanduser(spec[len(FOLDER_PREFIX):])
+    if not path:
+        raise DataError(f"{spec!r} names no folder; write {FOLDER_PREFIX}PATH with the folder of images")
+    found = load_image_folder(path, image_size=image_size, n=n)
+    return Dataset(spec, to_model_range(found.images), 256, DEFAULT_RANGE, found.labels, found.class_names)
 
 
 def _check_n(x: Tensor, n: Optional[int], name: str) -> Tensor:
@@ -242,5 +293,7 @@ __all__ = [
     "toy_data", "toy_gmm", "TOY_DATASETS", "toy_data_with_labels", "TOY_NUM_CLASSES",
     "load_array", "read_array", "read_labels", "NPZ_KEYS",
     "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
+    "load_cifar10", "resolve_cifar10", "check_cifar10_md5", "CIFAR10_CLASSES", "CIFAR10_MD5",
+    "load_image_folder", "FolderImages", "IMAGE_EXTENSIONS", "FOLDER_PREFIX", "random_hflip",
     "DEFAULT_TOY_SIZE", "DEFAULT_RANGE", "DATA_ENV", "default_data_dir",
 ]
