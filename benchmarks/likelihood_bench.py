@@ -34,7 +34,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 import scoresde
-from scoresde.likelihood import _rademacher, log_likelihood
+from scoresde.likelihood import log_likelihood
+from scoresde.noise import rademacher as _rademacher
 
 EPS = 1e-5
 

@@ -1,7 +1,7 @@
 """Cost of per-sample seeds against one shared generator, on a U-Net.
 
 For each stochastic solver, one run draws all noise from a ``torch.Generator`` and one from per-sample
-seeds (:class:`scoresde.seeding.SeededNoise`: a counter-based hash per element, plus one
+seeds (:class:`scoresde.noise.SeededNoise`: a counter-based hash per element, plus one
 ``torchsde.BrownianInterval`` per sample for ``torchsde``). The two are timed alternately in the same
 process, ``repeats`` times; the ratio is the median (and the range) over repeats of
 ``time(seeds) / time(generator)``. The target is <= 1.10.
@@ -82,7 +82,7 @@ def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 3
 def micro(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 32, repeats: int = 20) -> dict:
     """Robust to machine load: the fastest of ``repeats`` timings of one noise draw (seeded, generator) and of
     one bare U-Net evaluation, and the implied upper bound on the seeds' overhead per step."""
-    from scoresde.seeding import SeededNoise
+    from scoresde.noise import SeededNoise
 
     dev = torch.device(device)
     torch.manual_seed(0)

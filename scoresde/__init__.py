@@ -4,7 +4,7 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 ``[B]``; a score function is any callable ``score_fn(x, t)`` returning a tensor shaped like ``x``.
 """
 
-from . import errors, guidance
+from . import errors, guidance, noise
 from ._utils import append_dims
 from .errors import (
     DataError,
@@ -25,9 +25,9 @@ from .errors import (
 )
 from .inpainting import inpaint
 from .likelihood import BitsPerDimResult, LikelihoodResult, bits_per_dim, log_likelihood
+from .noise import GeneratorNoise, Noise, SeededNoise
 from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
-from .seeding import SeededNoise
 from .smc import SMCResult, smc_inpaint
 from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
 
@@ -38,10 +38,10 @@ __all__ = [
     "SDE", "ReverseSDE", "VPSDE", "SubVPSDE", "VESDE",
     "NetworkScore", "as_score_fn", "tweedie_denoise",
     "SOLVERS", "GRIDS", "Solver", "StepSolver", "WrapperSolver", "SampleResult", "CountedScore", "sample", "solve",
-    "errors", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
+    "errors", "noise", "ScoreSDEError", "ShapeError", "TimeRangeError", "UnknownSolverError",
     "IncompatibleSDEError", "NonFiniteError", "IntegrationError", "DataError", "OptionError",
     "ResourceLimitError", "RunLockedError", "OutputError", "DistributedError",
     "LikelihoodResult", "BitsPerDimResult", "log_likelihood", "bits_per_dim",
-    "SeededNoise",
+    "Noise", "GeneratorNoise", "SeededNoise",
     "guidance", "inpaint", "smc_inpaint", "SMCResult", "LabelError", "MaskError",
 ]

@@ -5,12 +5,12 @@ from __future__ import annotations
 import math
 import numbers
 import os
-from typing import Optional, Sequence, Union
+from typing import Sequence, Union
 
 import torch
 from torch import Tensor
 
-from ._validation import _is_integral, check_generator
+from ._validation import _is_integral
 from .errors import OptionError, ResourceLimitError, ShapeError, TimeRangeError
 
 Number = Union[float, int]
@@ -156,34 +156,3 @@ def check_memory(nbytes: int, what: str, hint: str = "") -> None:
             f"{what} would need {_human(nbytes)}, more than the limit of {_human(limit)} "
             f"(the machine's memory, or ${MEMORY_LIMIT_ENV}); refused before allocating" + (f". {hint}" if hint else "")
         )
-
-
-def seed_from_generator(generator: Optional[torch.Generator]) -> int:
-    """Draw a 62-bit integer seed from ``generator`` (or the global RNG when ``None``)."""
-    check_generator(generator)
-    device = generator.device if generator is not None else "cpu"
-    return int(torch.randint(0, 2**62, (1,), generator=generator, device=device).item())
-
-
-def randn(
-    shape: Sequence[int],
-    generator: Optional[torch.Generator] = None,
-    device: Optional[Union[torch.device, str]] = None,
-    dtype: Optional[torch.dtype] = None,
-) -> Tensor:
-    """Standard normal noise of ``shape`` drawn from ``generator``.
-
-    The noise is drawn on the generator's own device (so a CPU generator gives the same bits
-    whatever the target device) and then moved to ``device`` if that differs.
-    """
-    check_generator(generator)
-    if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
-    if generator is None or torch.device(generator.device).type == torch.device(device or "cpu").type:
-        return torch.randn(tuple(shape), generator=generator, device=device, dtype=dtype)
-    return torch.randn(tuple(shape), generator=generator, device=generator.device, dtype=dtype).to(device)
-
-
-def randn_like(x: Tensor, generator: Optional[torch.Generator] = None) -> Tensor:
-    """Standard normal noise shaped like ``x`` (same device and dtype) drawn from ``generator``."""
-    return randn(x.shape, generator=generator, device=x.device, dtype=x.dtype)

@@ -17,12 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import append_dims, as_time, check_batch, randn_like
+from ._utils import append_dims, as_time, check_batch
 from .errors import CheckpointError, OptionError, ShapeError
 from .guidance import check_labels
 from .nets.embedding import GaussianFourierEmbedding
 from .nets.mlp import _ResidualLayer
 from .nets.unet import Downsample, ResBlock, _conv
+from .noise import rand, randint, randn_like
 from .sde.base import SDE
 
 #: ``format`` of classifier files written by :func:`save_classifier`.
@@ -142,8 +143,7 @@ def classifier_loss(
     y = check_labels(y, getattr(classifier, "num_classes", None) if y.device.type == "cpu" else None, "y", batch=B)
     y = y.to(x0.device)
     if t is None:
-        gen_device = generator.device if generator is not None else x0.device
-        t = eps + (sde.T - eps) * torch.rand(B, generator=generator, device=gen_device, dtype=x0.dtype).to(x0.device)
+        t = eps + (sde.T - eps) * rand((B,), generator, x0.device, x0.dtype)
     else:
         t = as_time(t, x0, sde.T)
     if noise is None:
@@ -187,8 +187,7 @@ def train_classifier(
     classifier.train()
     t0 = time.perf_counter()
     for step in range(int(steps)):
-        idx = torch.randint(0, data.shape[0], (int(batch_size),), generator=generator,
-                            device=generator.device if generator is not None else "cpu").to(data.device)
+        idx = randint(data.shape[0], (int(batch_size),), generator, data.device)
         loss = classifier_loss(sde, classifier, data[idx], labels[idx], eps=eps, generator=generator)
         opt.zero_grad(set_to_none=True)
         loss.backward()

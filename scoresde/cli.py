@@ -575,7 +575,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
     """``sample --seeds A-B``: one sample per seed, the seeds shared among the torchrun ranks."""
     import numpy as np
 
-    from .seeding import parse_seed_range
+    from .noise import parse_seed_range
     from .shard import sample_seeds, shard_info
     from .solvers import make_solver
     from .training import load_model
@@ -667,7 +667,7 @@ def cmd_likelihood(args: argparse.Namespace) -> int:
     trace = choose_trace(x[0].numel(), args.trace)
     if trace == "exact" and args.n_probes != 1:
         raise UserError("--n-probes applies to --trace hutchinson only")
-    from .solvers.odeint import ADAPTIVE_METHODS, FIXED_METHODS
+    from .flow import ADAPTIVE_METHODS, FIXED_METHODS
 
     if args.method not in ADAPTIVE_METHODS and args.method not in FIXED_METHODS:
         raise UserError(f"unknown ODE method {args.method!r}; valid methods: {', '.join([*ADAPTIVE_METHODS, *FIXED_METHODS])}")

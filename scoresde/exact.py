@@ -14,9 +14,22 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, as_time, randn
+from ._utils import append_dims, as_time
 from .errors import LabelError, OptionError, ShapeError
+from .noise import randn
 from .sde.base import SDE
+
+
+def _rowwise_matmul(a: Tensor, m: Tensor, max_elements: int = 2**22) -> Tensor:
+    """``a @ m`` (``[B, D] @ [D, K] -> [B, K]``) computed row by row with the same operations whatever ``B``.
+
+    A matrix product blocks its sums differently for different batch sizes, so row ``i`` of ``a @ m`` may
+    change in the last bit with the batch. A broadcast product summed over ``D`` reduces every output
+    entry in the same order for any ``B``: the exact scores stay batch-invariant bit for bit, which the
+    per-sample seeds and step control rely on. Rows are taken in chunks of at most ``max_elements`` products.
+    """
+    rows = max(1, max_elements // max(1, m.numel()))
+    return torch.cat([(a[i:i + rows, :, None] * m[None]).sum(1) for i in range(0, a.shape[0], rows)])
 
 
 class Gaussian:
@@ -62,8 +75,8 @@ class Gaussian:
         else:
             scale, std = sde.marginal_coeffs(as_time(t, x, sde.T))
             var = scale[:, None] ** 2 * lam + std[:, None] ** 2  # eigenvalues of C_t, [B, D]
-        r = (x - scale[:, None] * self.mean.to(x)) @ U
-        return -(r / var) @ U.T
+        r = _rowwise_matmul(x - scale[:, None] * self.mean.to(x), U)  # coordinates in the eigenbasis
+        return -_rowwise_matmul(r / var, U.T)
 
     def score_fn(self, sde: SDE):
         """The exact score function ``(x, t) -> score`` of the diffused data under ``sde``."""

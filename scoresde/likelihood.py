@@ -25,31 +25,31 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Optional, Sequence, Tuple
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, batch_sum, check_batch, check_memory, event_numel, randn
+from ._utils import check_batch, event_numel
 from ._validation import check_generator, finite_float, positive_int
-from .adaptive import TIME_VARIABLES, LogNoiseLevel, odeint_per_sample
-from .errors import DataError, IntegrationError, NonFiniteError, OptionError, ShapeError, TimeRangeError
-from .sde.base import SDE, ScoreFn, reverse_drift
-from .seeding import SeededNoise, SeedsLike, as_seeds, derive_seeds
+from .errors import DataError, NonFiniteError, OptionError, ShapeError, TimeRangeError
+from .flow import (
+    PROBES,
+    TRACES,
+    ProbabilityFlow,
+    check_method,
+    check_step_control,
+    check_time_variable,
+    integrate_flow,
+    make_divergence,
+)
+from .flow.odeint import ADAPTIVE_METHODS as _ADAPTIVE
+from .flow.odeint import DEFAULT_MAX_STEPS
+from .noise import Noise, SeedsLike, make_noise
+from .sde.base import SDE, ScoreFn
 from .solvers.base import CountedScore
-from .solvers.odeint import DEFAULT_MAX_STEPS, check_method, odeint_checked
 
 __all__ = ["PROBES", "TRACES", "BitsPerDimResult", "LikelihoodResult", "bits_per_dim", "log_likelihood"]
-
-#: Ways of computing the divergence of the probability-flow velocity.
-TRACES = ("exact", "hutchinson")
-#: Distributions of the Hutchinson–Skilling probes.
-PROBES = ("rademacher", "gaussian")
-
-#: Default bound on the number of cotangent entries per batched VJP of the exact trace.
-_EXACT_CHUNK_ELEMENTS = 2**22
-_OUT_OF_MEMORY = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
-
 
 @dataclass
 class LikelihoodResult:
@@ -106,152 +106,6 @@ class BitsPerDimResult:
     per_repeat: Tensor
 
 
-# --------------------------------------------------------------------------- divergence
-class _Divergence:
-    """``div_x v`` from the graph of ``v = v(x)``: exact (basis-vector VJPs) or Hutchinson probes.
-
-    Returns ``[n, B]``: ``n = 1`` for the exact trace, ``n = n_probes`` for Hutchinson.
-    Cotangents are pushed through one batched backward pass (``is_grads_batched``); a score
-    function whose backward cannot be vectorised falls back to a loop over the cotangents.
-    """
-
-    def __init__(self, trace: str, probes: Optional[Tensor], chunk_size: int):
-        self.trace = trace
-        self.probes = probes  # [n, B, *event] or None
-        self.chunk_size = chunk_size
-        self._vectorize = True
-        self._cotangents: dict = {}
-
-    def __call__(self, v: Tensor, x: Tensor, index: Optional[Tensor] = None) -> Tensor:
-        B = x.shape[0]
-        if self.trace == "hutchinson":
-            e = self.probes if index is None else self.probes.index_select(1, index)  # the probes of the samples in x
-            if not v.requires_grad:  # v does not depend on x
-                return v.new_zeros(e.shape[0], B)
-            # e^T (dv/dx) e for every probe: one batched VJP e^T J, then a dot product with e.
-            eJ = self._vjp(v, x, e, retain_last=False)
-            return batch_sum((eJ * e).reshape(e.shape[0] * B, *e.shape[2:])).reshape(e.shape[0], B)
-        # Exact trace: sum_i e_i^T J e_i over basis vectors e_i, in chunks of `chunk_size` dims.
-        D = event_numel(x)
-        div = v.new_zeros(B)
-        if not v.requires_grad:
-            return div.unsqueeze(0)
-        cache = B * D * D <= _EXACT_CHUNK_ELEMENTS  # keep the basis cotangents across evaluations if small
-        for i0 in range(0, D, self.chunk_size):
-            i1 = min(D, i0 + self.chunk_size)
-            idx = torch.arange(i1 - i0, device=x.device)
-            cot = self._cotangents.get((i0, B)) if cache else None
-            if cot is None:  # e_i for i in [i0, i1), repeated over the batch: [i1 - i0, B, *event]
-                cot = v.new_zeros(i1 - i0, B, D)
-                cot[idx, :, i0 + idx] = 1
-                cot = cot.reshape(i1 - i0, *x.shape)
-                if cache:
-                    self._cotangents[(i0, B)] = cot
-            eJ = self._vjp(v, x, cot, retain_last=i1 < D).reshape(i1 - i0, B, D)
-            div = div + eJ[idx, :, i0 + idx].sum(0)  # J_ii for i in the chunk
-        return div.unsqueeze(0)
-
-    def _vjp(self, v: Tensor, x: Tensor, cot: Tensor, retain_last: bool) -> Tensor:
-        """``cot[k]^T dv/dx`` for every ``k``: ``cot`` ``[n, B, *event]`` -> ``[n, B, *event]``."""
-        n = cot.shape[0]
-        if n == 1:
-            g = torch.autograd.grad(v, x, cot[0], retain_graph=retain_last, allow_unused=True)[0]
-            return (torch.zeros_like(x) if g is None else g).unsqueeze(0)
-        if self._vectorize:
-            try:
-                # retain_graph: keep the graph usable by the loop below should vectorising fail
-                g = torch.autograd.grad(v, x, cot, retain_graph=True, is_grads_batched=True, allow_unused=True)[0]
-                return torch.zeros_like(cot) if g is None else g
-            except _OUT_OF_MEMORY:
-                raise
-            except RuntimeError:  # an op without a batching rule (e.g. .item() in a backward): loop from now on
-                self._vectorize = False
-        out = []
-        for k in range(n):
-            g = torch.autograd.grad(v, x, cot[k], retain_graph=retain_last or k < n - 1, allow_unused=True)[0]
-            out.append(torch.zeros_like(x) if g is None else g)
-        return torch.stack(out)
-
-
-class _NonFiniteMonitor:
-    """Records, on the device and without synchronising, the earliest time with a non-finite velocity or divergence.
-
-    A sum is NaN or infinite when any of its terms is (a finite sum that overflows is reported too,
-    which only matters once the integration has already failed).
-    """
-
-    def __init__(self, like: Tensor):
-        self.first_bad_t = torch.full((), math.inf, device=like.device, dtype=like.dtype)
-
-    def update(self, t: Tensor, v: Tensor, div: Tensor) -> None:
-        total = v.sum() + div.sum()
-        self.first_bad_t = torch.fmin(self.first_bad_t, torch.where(torch.isfinite(total), math.inf, t))
-
-    def raise_if_bad(self, method: str) -> None:
-        if bool(torch.isfinite(self.first_bad_t)):
-            raise NonFiniteError(
-                f"likelihood ODE ({method}): non-finite velocity or divergence at t = {float(self.first_bad_t):.6g}; "
-                "check the score function for NaN/inf or raise eps"
-            )
-
-
-# --------------------------------------------------------------------------- helpers
-def _rademacher(shape: Sequence[int], generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    """Independent +-1 entries with probability 1/2 each, drawn on the generator's device."""
-    gen_device = generator.device if generator is not None else "cpu"
-    bits = torch.randint(0, 2, tuple(shape), generator=generator, device=gen_device)
-    return (2 * bits - 1).to(device=device, dtype=dtype)
-
-
-def _uniform(shape: Sequence[int], generator: Optional[torch.Generator], device, dtype) -> Tensor:
-    """``U[0, 1)`` entries drawn on the generator's device, then moved to ``device``."""
-    gen_device = generator.device if generator is not None else "cpu"
-    return torch.rand(tuple(shape), generator=generator, device=gen_device, dtype=dtype).to(device)
-
-
-class _DifferentiabilityCheck:
-    """Wraps the score function and, on its first call with ``x`` requiring grad, checks that it is differentiable in ``x``.
-
-    The divergence of the probability flow is computed by autograd through the score. A score
-    computed under ``torch.no_grad()`` / ``torch.inference_mode()`` or detached returns a tensor
-    without a graph, and its divergence would silently come out as zero. The rule: if the output
-    does not require grad while ``x`` does, the score is evaluated once more at a perturbed ``x``;
-    if the output changes, the score depends on ``x`` without being differentiable and
-    :class:`~scoresde.errors.OptionError` is raised. If it does not change, the score is
-    constant in ``x`` (its divergence really is zero) and is accepted.
-    """
-
-    def __init__(self, score: Callable[[Tensor, Tensor], Tensor]):
-        self.score = score
-        self.checked = False
-
-    def __call__(self, x: Tensor, t: Tensor) -> Tensor:
-        s = self.score(x, t)
-        if self.checked or not x.requires_grad:
-            return s
-        self.checked = True
-        if isinstance(s, Tensor) and s.requires_grad and not s.is_inference():
-            return s
-        with torch.no_grad():
-            x_other = x.detach() + 1e-2 * (1.0 + x.detach().abs())
-            s_other = self.score(x_other, t)
-        if isinstance(s, Tensor) and isinstance(s_other, Tensor) and s.shape == s_other.shape and torch.equal(s.detach(), s_other):
-            return s  # constant in x: its divergence is zero and autograd agrees
-        raise OptionError(
-            "score_fn(x, t) is not differentiable in x (it returned a tensor without an autograd graph, as under "
-            "torch.no_grad(), torch.inference_mode() or .detach()) although its value depends on x: the likelihood "
-            "needs the divergence of the score, which autograd cannot compute then. Call the network with gradients "
-            "enabled inside score_fn (no no_grad/inference_mode/detach); its parameters may stay requires_grad=False"
-        )
-
-
-def _cast_score(score: Callable[[Tensor, Tensor], Tensor], dtype: Optional[torch.dtype]) -> ScoreFn:
-    """Run ``score`` in ``dtype`` (``x`` and ``t`` cast to it) and cast its output back to ``x``'s dtype."""
-    if dtype is None:
-        return score
-    return lambda x, t: score(x.to(dtype), t.to(dtype)).to(x.dtype)
-
-
 # --------------------------------------------------------------------------- public API
 def log_likelihood(
     sde: SDE,
@@ -273,6 +127,7 @@ def log_likelihood(
     seeds: Optional[SeedsLike] = None,
     step_control: Optional[str] = None,
     time_variable: str = "t",
+    _noise: Optional[Noise] = None,
 ) -> LikelihoodResult:
     """Log-likelihood of data under a score model through the probability-flow ODE.
 
@@ -320,7 +175,7 @@ def log_likelihood(
             step control, its whole result on ``x[i]`` and ``seeds[i]`` only), whatever the batch.
         step_control: ``"shared"`` (one adaptive step for the batch, torchdiffeq), ``"per_sample"``
             (each point its own Dormand–Prince 5(4) step and error norm, batched:
-            :func:`scoresde.adaptive.odeint_per_sample`; the batch costs the sum, not ``B x`` the
+            :func:`scoresde.flow.odeint_per_sample`; the batch costs the sum, not ``B x`` the
             maximum, of the points' NFEs; ``method="dopri5"`` only) or ``None`` (default):
             per-sample when ``seeds`` are given, shared otherwise. ``nfe`` then counts batched calls
             and ``nfe_per_sample`` each point's evaluations. Per-sample control pushes the cotangents
@@ -355,150 +210,27 @@ def log_likelihood(
         >>> round(float(res.log_prob[0]), 4)  # log N(0; 0, I) in 3 dimensions
         -2.7568
     """
-    # ---------------------------------------------------------------- validation
-    if not isinstance(sde, SDE):
-        raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
-    if not callable(score_fn):
-        raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
-    check_batch(x, "x")
-    if x.ndim < 2:
-        raise ShapeError(f"x must have shape [B, *event] with at least one event dimension, got {tuple(x.shape)}")
-    if x.numel() == 0:
-        raise ShapeError(f"x must not be empty, got shape {tuple(x.shape)}")
-    if not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16):
-        raise DataError(
-            f"x must be a float32 or float64 tensor (the ODE state dtype), got {x.dtype}; "
-            "use score_dtype to run the score function in lower precision"
-        )
-    if not bool(torch.isfinite(x).all()):
-        raise DataError("x holds NaN or infinite values")
-    T = float(sde.T)
-    eps = finite_float(eps, "eps")
-    if not (0.0 < eps < T):
-        raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
-    adaptive = check_method(method, rtol, atol)
-    if trace not in TRACES:
-        raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
-    if probe not in PROBES:
-        raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
-    n_probes = positive_int(n_probes, "n_probes")
-    if trace == "exact" and n_probes != 1:
-        raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
-    chunk_size = positive_int(chunk_size, "chunk_size", allow_none=True)
-    max_steps = positive_int(max_steps, "max_steps", allow_none=True)
-    steps = positive_int(steps, "steps", allow_none=True)
-    if adaptive and steps is not None:
-        raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
-    check_generator(generator)
-    if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
-        raise OptionError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
-    if seeds is not None and generator is not None:
-        raise OptionError("give either generator (one stream for the batch) or seeds (one per data point), not both")
-    noise = None if seeds is None else SeededNoise(as_seeds(seeds, x.shape[0]))
-    if step_control not in (None, "shared", "per_sample"):
-        raise OptionError(f"step_control must be None (auto), 'shared' or 'per_sample', got {step_control!r}")
-    per_sample = step_control == "per_sample" or (step_control is None and seeds is not None and method == "dopri5")
-    if per_sample and method != "dopri5":
-        raise OptionError(f"step_control='per_sample' is a per-sample Dormand-Prince 5(4): use method='dopri5', not {method!r}")
-    if time_variable not in TIME_VARIABLES:
-        raise OptionError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
-    if time_variable != "t" and not sde.has_kernel:
-        raise OptionError(f"time_variable={time_variable!r} needs an SDE with a closed-form kernel; use 't'")
-
-    B, D, dtype, device = x.shape[0], event_numel(x), x.dtype, x.device
+    check_method(method, rtol, atol)
+    eps, trace, n_probes = _check_likelihood_args(
+        sde, score_fn, x, eps, method, trace, probe, n_probes, chunk_size, max_steps, steps, score_dtype, step_control,
+        time_variable, generator)
+    noise = make_noise(generator, seeds, x.shape[0]) if _noise is None else _noise
+    per_sample = step_control == "per_sample" or (step_control is None and noise.batch_invariant and method == "dopri5")
     score = CountedScore(score_fn)
-    score_in_dtype = _cast_score(_DifferentiabilityCheck(score), score_dtype)
-
-    # ---------------------------------------------------------------- divergence
-    itemsize = x.element_size()
-    if trace == "hutchinson":
-        check_memory(n_probes * x.numel() * itemsize * 3, f"{n_probes} Hutchinson probes for x of shape {tuple(x.shape)}",
-                     "Use fewer probes (n_probes) or a smaller batch")
-        shape = (n_probes, *x.shape)
-        if noise is not None:  # probe k of point i from (seeds[i], k): the same in any batch
-            draw = noise.rademacher if probe == "rademacher" else noise.randn
-            probes = torch.stack([draw(x.shape, device, dtype, stream="probe", counter=k) for k in range(n_probes)])
-        elif probe == "rademacher":
-            probes = _rademacher(shape, generator, device, dtype)
-        else:
-            probes = randn(shape, generator=generator, device=device, dtype=dtype)
-        div = _Divergence("hutchinson", probes, chunk_size=1)
-    else:
-        if chunk_size is None:
-            chunk_size = max(1, min(D, _EXACT_CHUNK_ELEMENTS // (B * D)))
-        check_memory(min(chunk_size, D) * x.numel() * itemsize * 3, f"exact-trace cotangents of {min(chunk_size, D)} x {tuple(x.shape)}",
-                     "Pass a smaller chunk_size or batch")
-        div = _Divergence("exact", None, chunk_size=min(chunk_size, D))
-    if per_sample:  # one plain backward per cotangent: a vmapped backward may sum differently for other batch sizes
-        div._vectorize = False
-    monitor = _NonFiniteMonitor(x)
-
-    def rhs(t: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:
-        x_t = state[0]
-        # The solver may probe just outside [eps, T] (or at NaN once its step underflows); the SDE never sees it.
-        tb = torch.nan_to_num(t, nan=eps).clamp(eps, T).expand(B)
-        with torch.enable_grad():
-            x_t = x_t.detach().requires_grad_(True)
-            v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)  # v = f - 1/2 g^2 s: the one forward pass
-            d = div(v, x_t)  # div_x v, [n, B]: the one (batched) VJP
-        monitor.update(t, v, d)
-        return v.detach(), d.detach()
-
-    change = LogNoiseLevel(sde, eps, T) if time_variable == "log_sigma" else None
-    if change is not None:  # d[x, delta]/du = d[x, delta]/dt * dt/du, u = log sigma(t)
-        rhs_t = rhs
-
-        def rhs(u: Tensor, state: Tuple[Tensor, Tensor]) -> Tuple[Tensor, Tensor]:  # noqa: F811
-            t = change.time(u.to(torch.float64).reshape(1))
-            v, d = rhs_t(t[0].to(dtype), state)
-            c = change.dt_du(t).to(dtype)[0]
-            return v * c, d * c
-
-    # ---------------------------------------------------------------- integration
-    nfe_per_sample = None
-    if per_sample:
-        def rhs_b(tv: Tensor, state: Tuple[Tensor, Tensor], idx: Tensor) -> Tuple[Tensor, Tensor]:
-            t = tv if change is None else change.time(tv)
-            tb = t.to(dtype).clamp(eps, T)
-            with torch.enable_grad():
-                x_t = state[0].detach().requires_grad_(True)
-                v = reverse_drift(sde, x_t, tb, score_in_dtype(x_t, tb), 0.5)
-                d = div(v, x_t, idx)  # [n, b]
-            monitor.update(tb.amin(), v, d)
-            if change is not None:
-                c = change.dt_du(t.to(torch.float64)).to(dtype)
-                return v.detach() * append_dims(c, v.ndim), d.detach().T * c[:, None]
-            return v.detach(), d.detach().T
-
-        lo, hi = (eps, T) if change is None else (change.u_lo, change.u_hi)
-        with torch.no_grad():
-            try:
-                res = odeint_per_sample(rhs_b, (x.detach(), x.new_zeros(B, n_probes)), lo, hi, rtol=rtol, atol=atol,
-                                        max_steps=max_steps)
-            except (IntegrationError, NonFiniteError):
-                monitor.raise_if_bad(method)
-                raise
-        z, probe_delta = res.y[0], res.y[1].T
-        nfe_per_sample = res.nfe
-    else:
-        t_span = torch.tensor([eps, T], device=device, dtype=dtype)
-        if change is not None:
-            t_span = torch.tensor([change.u_lo, change.u_hi], device=device, dtype=dtype)
-        delta0 = torch.zeros(n_probes, B, device=device, dtype=dtype)
-        grid = None if adaptive else torch.linspace(float(t_span[0]), float(t_span[1]), (steps or 100) + 1, device=device,
-                                                    dtype=dtype)
-        with torch.no_grad():
-            xs, deltas = odeint_checked(rhs, (x.detach(), delta0), t_span, method, rtol=rtol, atol=atol,
-                                        max_steps=max_steps, grid=grid, on_failure=lambda: monitor.raise_if_bad(method))
-        z = xs[-1]
-        probe_delta = deltas[-1]  # [n, B]: int_eps^T (estimate of) div v dt for each probe
-
+    # per-sample control: one plain backward per cotangent (a vmapped backward may sum differently for other batches)
+    div = make_divergence(trace, x, noise, probe, n_probes, chunk_size, vectorize=not per_sample)
+    flow = ProbabilityFlow(sde, score, div, score_dtype, what=f"likelihood ODE ({method})")
+    times = torch.tensor([eps, float(sde.T)], dtype=torch.float64, device=x.device)
+    fixed_steps = None if method in _ADAPTIVE else (steps or 100)
+    sol = integrate_flow(flow, x.detach(), times, method=method, rtol=rtol, atol=atol, max_steps=max_steps,
+                         step_control="per_sample" if per_sample else "shared", time_variable=time_variable,
+                         steps=fixed_steps)
+    z, probe_delta = sol.y, sol.delta  # probe_delta [n, B]: int_eps^T (estimate of) div v dt for each probe
     # ---------------------------------------------------------------- change of variables
     prior_log_prob = sde.prior_log_prob(z)
     delta_log_prob = probe_delta.mean(0)
     log_prob = prior_log_prob + delta_log_prob  # log p_eps(x) = log p_T(z) + int div v dt
     if not bool(torch.isfinite(log_prob).all()):
-        monitor.raise_if_bad(method)
         raise NonFiniteError(
             f"likelihood ODE ({method}): non-finite log-probability (prior term or latent z overflowed); "
             "check the score function and the SDE's prior"
@@ -509,16 +241,50 @@ def log_likelihood(
         stderr = torch.full_like(log_prob, float("nan"))
     else:
         stderr = probe_delta.std(0, unbiased=True) / math.sqrt(n_probes)
-    return LikelihoodResult(
-        log_prob=log_prob,
-        prior_log_prob=prior_log_prob,
-        delta_log_prob=delta_log_prob,
-        z=z,
-        nfe=score.nfe,
-        stderr=stderr,
-        probe_delta_log_prob=probe_delta,
-        nfe_per_sample=nfe_per_sample,
-    )
+    return LikelihoodResult(log_prob=log_prob, prior_log_prob=prior_log_prob, delta_log_prob=delta_log_prob, z=z,
+                            nfe=score.nfe, stderr=stderr, probe_delta_log_prob=probe_delta,
+                            nfe_per_sample=sol.nfe_per_sample)
+
+
+def _check_likelihood_args(sde, score_fn, x, eps, method, trace, probe, n_probes, chunk_size, max_steps, steps,
+                           score_dtype, step_control, time_variable, generator) -> Tuple[float, str, int]:
+    """Validate :func:`log_likelihood`'s arguments; return ``(eps, trace, n_probes)``."""
+    if not isinstance(sde, SDE):
+        raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    if not callable(score_fn):
+        raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+    check_batch(x, "x")
+    if x.ndim < 2:
+        raise ShapeError(f"x must have shape [B, *event] with at least one event dimension, got {tuple(x.shape)}")
+    if x.numel() == 0:
+        raise ShapeError(f"x must not be empty, got shape {tuple(x.shape)}")
+    if not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16):
+        raise DataError(f"x must be a float32 or float64 tensor (the ODE state dtype), got {x.dtype}; "
+                        "use score_dtype to run the score function in lower precision")
+    if not bool(torch.isfinite(x).all()):
+        raise DataError("x holds NaN or infinite values")
+    T = float(sde.T)
+    eps = finite_float(eps, "eps")
+    if not (0.0 < eps < T):
+        raise TimeRangeError(f"eps must lie in (0, T) = (0, {T}), got {eps}")
+    if trace not in TRACES:
+        raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
+    if probe not in PROBES:
+        raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
+    n_probes = positive_int(n_probes, "n_probes")
+    if trace == "exact" and n_probes != 1:
+        raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
+    positive_int(chunk_size, "chunk_size", allow_none=True)
+    positive_int(max_steps, "max_steps", allow_none=True)
+    positive_int(steps, "steps", allow_none=True)
+    if method in _ADAPTIVE and steps is not None:
+        raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
+    check_generator(generator)
+    if score_dtype is not None and not (isinstance(score_dtype, torch.dtype) and score_dtype.is_floating_point):
+        raise OptionError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
+    check_step_control(step_control, method)
+    check_time_variable(time_variable, sde)
+    return eps, trace, n_probes
 
 
 def bits_per_dim(
@@ -600,15 +366,12 @@ def bits_per_dim(
     if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
         raise OptionError(f"data_range must be finite with lo < hi, got {data_range!r}")
     repeats = positive_int(repeats, "repeats")
-    check_generator(generator)
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
         raise OptionError(f"dtype must be a floating-point torch.dtype, got {dtype!r}")
-    if "generator" in likelihood_options or "x" in likelihood_options:
-        raise OptionError("pass generator to bits_per_dim itself; x is built from x_int")
-    if seeds is not None and generator is not None:
-        raise OptionError("give either generator (one stream for the batch) or seeds (one per data point), not both")
-    seeds = None if seeds is None else as_seeds(seeds, x_int.shape[0])
+    if "x" in likelihood_options or "_noise" in likelihood_options:
+        raise OptionError("x is built from x_int, and the noise from generator= or seeds=; do not pass them as options")
+    noise = make_noise(generator, seeds, x_int.shape[0])
     k_min, k_max = int(x_int.min()), int(x_int.max())
     if k_min < 0 or k_max >= levels:
         raise DataError(f"x_int must lie in [0, levels) = [0, {levels}), got values in [{k_min}, {k_max}]")
@@ -618,16 +381,11 @@ def bits_per_dim(
     log_jacobian = D * math.log(delta)  # log |dx/dv| = D log((hi - lo) / L)
     k = x_int.to(dtype)
     per_repeat, nfe = [], 0
-    for _ in range(repeats):
-        if seeds is None:
-            u = _uniform(x_int.shape, generator, x_int.device, dtype)  # dequantization noise, U[0, 1)^D
-            draw: dict = dict(generator=generator)
-        else:  # repeat r of point i: its own seed
-            rs = derive_seeds(seeds, len(per_repeat))
-            u = SeededNoise(rs).uniform(x_int.shape, x_int.device, dtype, stream="dequantize", counter=0)
-            draw = dict(seeds=rs)
+    for r in range(repeats):
+        noise_r = noise.repeat(r)  # per-sample seeds: repeat r of point i has a seed of its own
+        u = noise_r.uniform(x_int.shape, x_int.device, dtype, stream="dequantize", counter=0)  # U[0, 1)^D
         x = lo + delta * (k + u)  # affine map of v = k + u in [0, L) to [lo, hi)
-        res = log_likelihood(sde, score_fn, x, **draw, **likelihood_options)
+        res = log_likelihood(sde, score_fn, x, _noise=noise_r, **likelihood_options)
         per_repeat.append(-(res.log_prob + log_jacobian) / (D * math.log(2.0)))
         nfe += res.nfe
     per = torch.stack(per_repeat)  # [repeats, B]

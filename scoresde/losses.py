@@ -37,8 +37,9 @@ from typing import Any, Dict, Optional, Tuple, Union
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel, randn_like
+from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel
 from .errors import DataError, IncompatibleSDEError, OptionError, ShapeError
+from .noise import rand, randn_like
 from .sde.base import SDE
 
 WEIGHTINGS = ("std2", "likelihood", "min_snr")
@@ -53,23 +54,6 @@ IS_GRID_SIZE = 16384
 
 
 # --------------------------------------------------------------------------- time sampling
-def _uniform(
-    n: int, generator: Optional[torch.Generator], device: torch.device, dtype: torch.dtype, stratified: bool = False
-) -> Tensor:
-    """``n`` draws from ``U[0, 1)`` made on the generator's device (same bits whatever ``device``).
-
-    ``stratified``: draw ``u_i = (i + v_i) / n`` with ``v_i ~ U[0, 1)``, one draw in each of the ``n``
-    strata ``[i/n, (i+1)/n)``. Each ``u_i`` alone is not uniform, but an index drawn at random is, so the
-    mean over the batch of any ``h(u_i)`` keeps its expectation ``E h(U)`` while its variance drops (from
-    ``Var h / n`` to at most that, and to ``O(1/n^3)`` for smooth ``h``).
-    """
-    gen_device = generator.device if generator is not None else device
-    u = torch.rand(n, generator=generator, device=gen_device, dtype=dtype)
-    if stratified:
-        u = ((torch.arange(n, device=gen_device, dtype=dtype) + u) / n).clamp(max=1.0 - torch.finfo(dtype).eps)
-    return u.to(device)
-
-
 class ImportanceSampler:
     """Draw ``t`` on ``[eps, T]`` with density ``q(t)`` close to ``g(t)^2 / std(t)^2 / Z``.
 
@@ -132,7 +116,7 @@ class ImportanceSampler:
             ``w = f(t) / ((T - eps) q(t))``, so ``E_q[w(t) h(t)] = E_{U[eps, T]}[f(t) h(t)]`` for any ``h``.
         """
         log_t, d_log, p, cdf = self._table(torch.device(device))
-        u = _uniform(n, generator, torch.device(device), log_t.dtype, stratified)
+        u = rand((n,), generator, torch.device(device), log_t.dtype, stratified)
         i = (torch.searchsorted(cdf, u, right=True) - 1).clamp(0, p.shape[0] - 1)  # cell index
         v = ((u - cdf[i]) / p[i]).clamp(0.0, 1.0)  # position inside the cell, in [0, 1]
         t = torch.exp(log_t[i] + v * d_log[i]).clamp(self.eps, self.T).to(dtype)  # t ~ q
@@ -265,7 +249,7 @@ def dsm_loss(
         if importance_sampling:
             t, is_weight = importance_sampler(sde, eps).sample(B, generator, x0.device, x0.dtype, time_sampling == "stratified")
         else:
-            t = eps + (sde.T - eps) * _uniform(B, generator, x0.device, x0.dtype, time_sampling == "stratified")  # t ~ U[eps, T]
+            t = eps + (sde.T - eps) * rand((B,), generator, x0.device, x0.dtype, time_sampling == "stratified")  # t ~ U[eps, T]
     else:
         if importance_sampling:
             raise OptionError("t cannot be given together with importance_sampling=True (the sampler draws t)")
@@ -287,7 +271,7 @@ def dsm_loss(
         k = getattr(model, "num_classes", None) if y.device.type == "cpu" else None  # no device sync per step
         y = check_labels(y, k, "y", batch=B).to(x0.device)
         if p_uncond > 0:  # label dropout: the null label with probability p_uncond
-            drop = _uniform(B, generator, x0.device, x0.dtype) < p_uncond
+            drop = rand((B,), generator, x0.device, x0.dtype) < p_uncond
             y = torch.where(drop, torch.full_like(y, NULL_LABEL), y)
     elif p_uncond:
         raise OptionError("p_uncond applies to class-conditional training; pass the labels y")

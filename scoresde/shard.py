@@ -35,9 +35,9 @@ import torch.distributed as dist
 from torch import Tensor
 
 from .errors import OptionError, ShardError
+from .noise import SeedsLike, as_seeds
 from .score import ScoreFn
 from .sde.base import SDE
-from .seeding import SeedsLike, as_seeds
 
 __all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points", "model_digest"]
 

@@ -29,9 +29,10 @@ from typing import Any, Optional
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, batch_sum, randn
+from ._utils import append_dims, batch_sum
 from .errors import IncompatibleSDEError, OptionError
 from .inpainting import check_inpainting_inputs
+from .noise import rand, randn
 from .score import ScoreFn
 from .sde.base import SDE
 
@@ -70,8 +71,7 @@ class SMCResult:
 def _systematic(weights: Tensor, generator: Optional[torch.Generator]) -> Tensor:
     """Systematic resampling of each row of ``weights`` ``[B, P]``: indices ``[B, P]``."""
     B, P = weights.shape
-    u0 = torch.rand(B, 1, generator=generator, device=generator.device if generator is not None else "cpu",
-                    dtype=torch.float64).to(weights.device)
+    u0 = rand((B, 1), generator, weights.device, torch.float64)
     positions = (u0 + torch.arange(P, device=weights.device, dtype=torch.float64)) / P
     cdf = weights.double().cumsum(1)
     cdf[:, -1] = 1.0

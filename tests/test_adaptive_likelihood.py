@@ -11,9 +11,9 @@ import torch
 
 import scoresde
 from scoresde import VESDE, VPSDE, SubVPSDE
-from scoresde.adaptive import odeint_per_sample
 from scoresde.errors import IntegrationError
 from scoresde.exact import Gaussian, GaussianMixture
+from scoresde.flow import odeint_per_sample
 
 SDE = VPSDE()
 GAUSS = Gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64),

@@ -30,7 +30,9 @@ from scipy.integrate import solve_ivp
 import scoresde
 from scoresde.errors import DataError, IntegrationError, NonFiniteError, ShapeError, TimeRangeError
 from scoresde.exact import Gaussian, GaussianMixture
-from scoresde.likelihood import _Divergence, _rademacher, bits_per_dim, log_likelihood
+from scoresde.flow import Divergence
+from scoresde.likelihood import bits_per_dim, log_likelihood
+from scoresde.noise import rademacher
 
 F64 = torch.float64
 EPS = 1e-5
@@ -142,9 +144,8 @@ def test_divergence_vectorised_and_looped_agree():
     probes = torch.randn(4, 3, 2, 3, dtype=F64)
     results = []
     for vectorize in (True, False):
-        ex = _Divergence("exact", None, chunk_size=4)
-        hu = _Divergence("hutchinson", probes, chunk_size=1)
-        ex._vectorize = hu._vectorize = vectorize
+        ex = Divergence("exact", None, chunk_size=4, vectorize=vectorize)
+        hu = Divergence("hutchinson", probes, vectorize=vectorize)
         results.append((ex(fn(x), x), hu(fn(x), x)))  # each call consumes its graph
     assert torch.allclose(results[0][0][0], exact_ref) and torch.allclose(results[1][0][0], exact_ref)
     hutch_ref = torch.einsum("nbi,bij,nbj->nb", probes.reshape(4, 3, 6), J, probes.reshape(4, 3, 6))
@@ -219,7 +220,7 @@ def test_classic_loop_in_the_benchmark_computes_the_same_estimator():
     gen = torch.Generator().manual_seed(3)
     ours = scoresde.log_likelihood(sde, score, x.double(), trace="hutchinson", generator=gen, rtol=1e-8, atol=1e-8)
     # The classic loop is fed the probe ours drew: replay the draw from the same seed.
-    probe = _rademacher((1, *x.shape), torch.Generator().manual_seed(3), x.device, torch.float32)[0]
+    probe = rademacher((1, *x.shape), torch.Generator().manual_seed(3), x.device, torch.float32)[0]
     with torch.no_grad():
         classic, nfe = bench.classic_log_likelihood(sde, score, x, probe, rtol=1e-8, atol=1e-8)
     assert nfe > 0

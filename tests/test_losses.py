@@ -299,10 +299,10 @@ def test_stratified_times_keep_the_expectation_and_lower_the_variance(importance
     """Stratified times: one ``u`` per stratum; the batch-mean loss keeps its closed-form expectation, and its
     spread over batches is smaller than with independent times (same batches, same model)."""
     sde = VPSDE()
-    from scoresde.losses import _uniform
+    from scoresde.noise import rand
 
     # the stratification itself: the i-th of n draws lies in [i/n, (i+1)/n)
-    u = _uniform(64, torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64, stratified=True)
+    u = rand((64,), torch.Generator().manual_seed(0), torch.device("cpu"), torch.float64, stratified=True)
     assert bool(((u * 64).floor() == torch.arange(64, dtype=torch.float64)).all())
 
     batches, b = 1000, 64

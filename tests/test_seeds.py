@@ -13,7 +13,7 @@ import scoresde
 from scoresde import SOLVERS, VPSDE
 from scoresde.errors import ShapeError
 from scoresde.exact import Gaussian, GaussianMixture
-from scoresde.seeding import SeededNoise, as_seeds, derive_seeds, parse_seed_range
+from scoresde.noise import SeededNoise, as_seeds, derive_seeds, parse_seed_range
 
 SDE = VPSDE()
 GM = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[1.0, 1.0], [-1.0, 0.5]]), 0.3)

@@ -99,7 +99,8 @@ def test_langevin_corrector_targets_marginal(sde_name, t):
     At these times the noise dominates the data (a well-conditioned target), so 1000 steps mix;
     at snr = 0.1 the step is ~0.02 of the target's variance and the Langevin bias ~0.5%.
     """
-    from scoresde.solvers.base import CountedScore, GeneratorNoise, SolveContext
+    from scoresde.noise import GeneratorNoise
+    from scoresde.solvers.base import CountedScore, SolveContext
     from scoresde.solvers.langevin import langevin_correct
 
     sde = SDES[sde_name]

@@ -14,10 +14,11 @@ from typing import Callable, Dict, Optional, Tuple
 import torch
 from torch import Tensor
 
-from .._utils import check_memory, randn
+from .._utils import check_memory
 from .._validation import positive_int
 from ..errors import DataError
 from ..exact import GaussianMixture
+from ..noise import randn
 
 #: Names accepted by :func:`toy_data`.
 TOY_DATASETS = ("moons", "swiss_roll", "checkerboard", "rings", "gmm")

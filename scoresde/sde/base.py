@@ -15,8 +15,9 @@ from typing import Callable, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
-from .._utils import append_dims, as_time, batch_norm_sq, check_batch, event_numel, randn, resolve_shape
-from ..errors import DataError, ShapeError
+from .._utils import append_dims, as_time, batch_norm_sq, check_batch, event_numel, resolve_shape
+from ..errors import DataError, IncompatibleSDEError, ShapeError
+from ..noise import randn
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -182,9 +183,30 @@ class SDE(ABC):
         device: Optional[Union[torch.device, str]] = None,
         dtype: Optional[torch.dtype] = None,
     ) -> Tensor:
-        """Draw ``z ~ N(0, prior_std^2 I)`` of shape ``[B, *event]`` from ``generator``."""
+        """Draw ``z ~ N(0, prior_std^2 I)`` of shape ``[B, *event]`` from ``generator``.
+
+        A subclass with a prior of its own overrides this *and* :meth:`prior_from_normal`, so that
+        per-sample seeds (which supply standard normal noise) can drive it too.
+        """
         shape = resolve_shape(shape)
-        return self.prior_std * randn(shape, generator=generator, device=device, dtype=dtype)
+        return self.prior_from_normal(randn(shape, generator=generator, device=device, dtype=dtype))
+
+    def prior_from_normal(self, z: Tensor) -> Tensor:
+        """Map standard normal noise ``z`` ``[B, *event]`` to a prior draw of the same shape: ``prior_std * z``.
+
+        The hook per-sample seeds (:class:`scoresde.noise.SeededNoise`) draw the prior through.
+
+        Raises:
+            IncompatibleSDEError: the subclass overrides :meth:`prior_sample` without overriding this
+                method, so standard normal noise cannot be turned into a draw from its prior.
+        """
+        if type(self).prior_sample is not SDE.prior_sample and type(self).prior_from_normal is SDE.prior_from_normal:
+            raise IncompatibleSDEError(
+                f"{type(self).__name__} overrides prior_sample (a prior of its own) but not prior_from_normal(z), which "
+                "per-sample seeds need to map standard normal noise to a prior draw; implement prior_from_normal, or "
+                "sample with generator= instead of seeds="
+            )
+        return self.prior_std * z
 
     def prior_log_prob(self, z: Tensor) -> Tensor:
         """Log-density of the prior, summed over all non-batch dimensions: ``[B, *event] -> [B]``."""

@@ -17,13 +17,13 @@ Two kinds of solver share one interface:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ClassVar, List, Optional, Tuple, Union
 
 import torch
 from torch import Tensor
 
-from .._utils import randn, randn_like, seed_from_generator
 from ..errors import IncompatibleSDEError, NonFiniteError, OptionError, ShapeError
+from ..noise import Noise
 from ..score import ScoreFn
 from ..sde.base import SDE
 
@@ -66,32 +66,6 @@ class CountedScore:
         return out
 
 
-class GeneratorNoise:
-    """The source of every random draw of one solve: a ``torch.Generator`` (or torch's global RNG).
-
-    Solvers draw noise only through :meth:`SolveContext.randn_like`, which delegates here.
-    """
-
-    def __init__(self, generator: Optional[torch.Generator] = None):
-        self.generator = generator
-
-    def randn_like(self, x: Tensor) -> Tensor:
-        """Standard normal noise shaped like ``x`` (same device and dtype)."""
-        return randn_like(x, self.generator)
-
-    def prior(self, sde: SDE, shape: torch.Size, device: torch.device, dtype: torch.dtype) -> Tensor:
-        """A draw ``[B, *event]`` from the SDE's prior."""
-        return sde.prior_sample(shape, generator=self.generator, device=device, dtype=dtype)
-
-    def seed(self) -> int:
-        """An integer seed for a library that takes one (torchsde's Brownian motion)."""
-        return seed_from_generator(self.generator)
-
-    def randn(self, shape: Sequence[int], device: torch.device, dtype: torch.dtype) -> Tensor:
-        """Standard normal noise of ``shape``."""
-        return randn(shape, generator=self.generator, device=device, dtype=dtype)
-
-
 @dataclass
 class SampleResult:
     """What :func:`scoresde.solve` returns.
@@ -122,7 +96,7 @@ class SolveContext:
 
     sde: SDE
     score: CountedScore
-    noise: Any
+    noise: Noise
     return_log_prob: bool = False
     log_prob: Optional[Tensor] = None
 

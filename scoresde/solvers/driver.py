@@ -17,10 +17,10 @@ from torch import Tensor
 from .._utils import as_time, resolve_shape
 from .._validation import finite_float, positive_int
 from ..errors import IncompatibleSDEError, NonFiniteError, OptionError, ShapeError, TimeRangeError, UnknownSolverError
+from ..noise import SeedsLike, make_noise
 from ..score import ScoreFn, tweedie_denoise
 from ..sde.base import SDE
-from ..seeding import SeededNoise, SeedsLike, as_seeds
-from .base import Callback, CountedScore, GeneratorNoise, SampleResult, SolveContext, Solver
+from .base import Callback, CountedScore, SampleResult, SolveContext, Solver
 from .grids import GRIDS, TimeGrid
 from .registry import SOLVERS
 
@@ -174,7 +174,7 @@ def solve(
         seeds: one integer seed per sample, ``[B]`` (a tensor, a list of ints or a range), instead of
             ``generator``: every draw (prior, solver noise, Brownian motion) of sample ``i`` is a
             function of ``seeds[i]`` only, so sample ``i`` is the same in any batch, in any order and
-            on any number of processes (see :class:`scoresde.seeding.SeededNoise`). The adaptive
+            on any number of processes (see :class:`scoresde.noise.SeededNoise`). The adaptive
             probability-flow ODE (``dopri5``) then steps each sample on its own (per-sample step
             control); its other adaptive methods keep one step for the batch, which is not batch-invariant.
         return_log_prob: also integrate the divergence along the trajectory and return each sample's
@@ -202,12 +202,6 @@ def solve(
     """
     solver_obj = make_solver(solver, **solver_options)
     solver_obj.check_sde(sde)
-    if generator is not None and not isinstance(generator, torch.Generator):
-        raise OptionError(
-            f"generator must be a torch.Generator (e.g. torch.Generator().manual_seed(0)) or None, got {generator!r}"
-        )
-    if seeds is not None and generator is not None:
-        raise OptionError("give either generator (one stream for the batch) or seeds (one per sample), not both")
     if return_log_prob and not solver_obj.supports_log_prob:
         raise OptionError(
             f"return_log_prob=True needs a solver that integrates the divergence (solver='ode'); {solver_obj.name!r} cannot"
@@ -226,6 +220,7 @@ def solve(
         raise ShapeError("give the sample shape (B, *event) or x_init")
     else:
         shape = resolve_shape(shape)
+    noise = make_noise(generator, seeds, shape[0])
     device, dtype = _infer_device_dtype(score_fn, device, dtype, x_init)
     steps = positive_int(steps, "steps", allow_none=True)
     eps = finite_float(eps, "eps", allow_none=True)
@@ -250,7 +245,6 @@ def solve(
         )
 
     score = CountedScore(score_fn)
-    noise = GeneratorNoise(generator) if seeds is None else SeededNoise(as_seeds(seeds, shape[0]))
     ctx = SolveContext(sde=sde, score=score, noise=noise, return_log_prob=bool(return_log_prob))
     with torch.no_grad():
         if x_init is None:

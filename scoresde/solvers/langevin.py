@@ -38,7 +38,7 @@ def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr
         g = ctx.score(x, t)
         z = ctx.randn_like(x)
         g_norm, z_norm = batch_norm_sq(g).sqrt(), batch_norm_sq(z).sqrt()
-        if not getattr(ctx.noise, "batch_invariant", False):
+        if not ctx.noise.batch_invariant:
             g_norm, z_norm = g_norm.mean(), z_norm.mean()
         e = append_dims(2 * alpha * (snr * z_norm / g_norm.clamp_min(torch.finfo(x.dtype).tiny)) ** 2, x.ndim)
         x = x + e * g + (2 * e).sqrt() * z

@@ -125,7 +125,7 @@ class TorchSDE(Solver):
         s_grid = T - grid.double()  # increasing from 0 to T - eps; float64 keeps torchsde's step count exact
         y0 = x.reshape(B, -1)
         levy = "space-time" if self.method == "srk" else "none"
-        if hasattr(ctx.noise, "sample_seeds"):  # per-sample seeds: one Brownian path per sample
+        if ctx.noise.batch_invariant:  # per-sample seeds: one Brownian path per sample
             bm = PerSampleBrownian(ctx.noise.sample_seeds(), float(s_grid[0]), float(s_grid[-1]), y0.shape, y0.dtype,
                                    y0.device, levy)
         else:
