@@ -31,13 +31,13 @@ from typing import Dict, List, Optional
 
 import torch
 
+from scoresde.checkpoint import load_checkpoint
 from scoresde.data import get_dataset
 from scoresde.evaluate import dataset_likelihood, draw_class_samples, draw_samples
 from scoresde.guidance import classifier_free
-from scoresde.metrics import feature_statistics, load_classifier, reference_statistics, sample_quality
+from scoresde.metrics import feature_statistics, load_quality_classifier, reference_statistics, sample_quality
+from scoresde.plotting import save_samples_figure
 from scoresde.training import load_model
-from scoresde.training.checkpoint import load_checkpoint
-from scoresde.training.plotting import save_samples_figure
 
 
 def cpu_seconds(time_log: Optional[str]) -> Optional[Dict[str, float]]:
@@ -93,7 +93,7 @@ def throughput(batches=(64, 128), repeats: int = 4) -> List[Dict]:
 
 def judge(path: str, test, num: int) -> Dict:
     """A classifier, the feature statistics of the test set, and its own figures on real digits and on noise."""
-    clf = load_classifier(path)
+    clf = load_quality_classifier(path)
     ref = reference_statistics(clf, test.data)
     # the classifier on real digits: `num` test images against the others
     real = sample_quality(clf, test.data[:num], feature_statistics(clf.features(test.data[num:])))

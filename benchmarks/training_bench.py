@@ -32,10 +32,10 @@ if str(ROOT) not in sys.path:
 
 from scoresde.data import Dataset, get_dataset, to_levels, toy_gmm  # noqa: E402
 from scoresde.likelihood import bits_per_dim, log_likelihood  # noqa: E402
+from scoresde.metrics import mean_and_stderr  # noqa: E402
 from scoresde.nets import build_network  # noqa: E402
 from scoresde.training import TrainConfig, Trainer, load_model  # noqa: E402
 from scoresde.training.demo import demo_config  # noqa: E402
-from scoresde.training.metrics import mean_and_stderr  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:

@@ -36,9 +36,9 @@ import scoresde
 from scoresde import guidance
 from scoresde.data import default_data_dir, dequantization_range, get_dataset, resolve_mnist_dir, to_levels
 from scoresde.errors import DataError
-from scoresde.metrics import load_classifier, sample_quality
+from scoresde.metrics import load_quality_classifier, sample_quality
+from scoresde.plotting import image_grid
 from scoresde.training import TrainConfig, Trainer, load_model
-from scoresde.training.plotting import image_grid
 from scoresde.training.presets import apply_preset
 
 #: The run the MNIST examples share (this one, ``mnist_conditional.py`` and ``mnist_inpainting.py``).
@@ -121,7 +121,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     n_img = 10 if quick else 100
     labels = torch.arange(n_img, device=args.device) % 10
     clf_path = Path(args.classifier) if args.classifier else Path(run_dir, "classifier.pt")
-    clf = load_classifier(clf_path) if clf_path.is_file() else None
+    clf = load_quality_classifier(clf_path) if clf_path.is_file() else None
     test_all = get_dataset("mnist", data_dir=args.data_dir, split="test") if clf is not None else None
     panels = {}
     for name, score_fn in (("guided", guidance.classifier_free(score, labels, 1.0)), ("unconditional", score)):

@@ -30,7 +30,7 @@ import torch
 
 import scoresde
 from scoresde import guidance
-from scoresde.training.plotting import image_grid
+from scoresde.plotting import image_grid
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from mnist import RUN_DIR, find_mnist, save_figure, train_cpu_preset  # noqa: E402

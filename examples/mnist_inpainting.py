@@ -25,7 +25,7 @@ import torch
 import scoresde
 from scoresde import guidance
 from scoresde.data import get_dataset
-from scoresde.training.plotting import image_grid
+from scoresde.plotting import image_grid
 
 #: Reverse diffusion: with resampling it keeps the variance that the ancestral step loses (see the
 #: "Conditional generation" page).

@@ -32,7 +32,7 @@ import torch
 
 import scoresde
 from scoresde.data import toy_gmm
-from scoresde.training.metrics import sliced_wasserstein
+from scoresde.metrics import sliced_wasserstein
 
 #: label -> (solver name, options): every fixed-step solver of scoresde.SOLVERS.
 FIXED: Dict[str, Tuple[str, Dict[str, Any]]] = {

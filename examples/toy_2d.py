@@ -26,9 +26,9 @@ import torch
 import scoresde
 from scoresde.data import TOY_DATASETS, toy_data
 from scoresde.losses import DSMLoss
+from scoresde.metrics import sliced_wasserstein
 from scoresde.nets import MLP
 from scoresde.training import EMA
-from scoresde.training.metrics import sliced_wasserstein
 
 
 def train(data: torch.Tensor, sde: scoresde.SDE, steps: int, batch_size: int, hidden: int, seed: int):

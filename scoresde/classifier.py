@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ._utils import append_dims, as_time, check_batch
+from .checkpoint import load_artifact, save_artifact
 from .errors import CheckpointError, OptionError, ShapeError
 from .guidance import check_labels
 from .nets.embedding import GaussianFourierEmbedding
@@ -27,7 +28,6 @@ from .noise import rand, randint, randn_like
 from .sde.base import SDE
 
 #: ``format`` of classifier files written by :func:`save_classifier`.
-CLASSIFIER_FORMAT = 1
 
 
 class NoiseConditionalClassifier(nn.Module):
@@ -202,19 +202,28 @@ def train_classifier(
     return losses
 
 
+#: Artifact kind and version of a saved guidance classifier.
+GUIDANCE_CLASSIFIER_KIND = "guidance-classifier"
+GUIDANCE_CLASSIFIER_VERSION = 2
+
+
+def _legacy_file(state: Any) -> bool:
+    """A classifier file of the first layout (``{"format": 1, "kind": "noise_conditional_classifier"}``, no digest)."""
+    return isinstance(state, dict) and state.get("format") == 1 and state.get("kind") == "noise_conditional_classifier"
+
+
 def save_classifier(path: Union[str, "os.PathLike[str]"], classifier: NoiseConditionalClassifier, sde_name: str,
                     sde_kwargs: Optional[Dict[str, Any]] = None, **metadata: Any) -> None:
-    """Write the classifier, its architecture and the SDE it was trained for to ``path`` (atomically)."""
-    state = {
-        "format": CLASSIFIER_FORMAT, "kind": "noise_conditional_classifier", "config": dict(classifier.config),
+    """Write the classifier, its architecture and the SDE it was trained for to ``path`` (an artifact, atomically).
+
+    ``metadata`` (plain values) is stored too; ``data`` (the data set's name) and ``num_classes`` let
+    :func:`load_classifier`'s callers check that the classifier fits a model.
+    """
+    save_artifact(path, GUIDANCE_CLASSIFIER_KIND, GUIDANCE_CLASSIFIER_VERSION, {
+        "config": dict(classifier.config),
         "state": {k: v.detach().cpu() for k, v in classifier.state_dict().items()},
         "sde": {"name": sde_name, "kwargs": dict(sde_kwargs or {})}, "metadata": metadata,
-    }
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    tmp = path + ".tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    })
 
 
 def load_classifier(
@@ -223,31 +232,25 @@ def load_classifier(
     """Load a classifier written by :func:`save_classifier`.
 
     Returns:
-        ``(classifier, sde_info)``: the classifier in eval mode on ``device`` and ``{"name", "kwargs"}`` of
-        its SDE.
+        ``(classifier, sde_info)``: the classifier in eval mode on ``device`` (the stored ``metadata``, e.g. the
+        data set it was trained on, in ``classifier.metadata``) and ``{"name", "kwargs"}`` of its SDE.
 
     Raises:
-        CheckpointError: a missing or unreadable file, or one that is not a classifier.
+        CheckpointError: a missing, unreadable or damaged file, or one that is not a guidance classifier.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"{path}: no such classifier file")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch raises many types for corrupt files
-        raise CheckpointError(f"{path}: cannot read the classifier ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict) or state.get("kind") != "noise_conditional_classifier":
-        raise CheckpointError(f"{path} is not a classifier file (write one with `scoresde train-classifier`)")
+    state = load_artifact(path, GUIDANCE_CLASSIFIER_KIND, (GUIDANCE_CLASSIFIER_VERSION,),
+                          hint="write one with `scoresde train-classifier`", legacy=_legacy_file)
     try:
         clf = NoiseConditionalClassifier(**state["config"])
         clf.load_state_dict(state["state"])
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise CheckpointError(f"{path}: the stored classifier cannot be rebuilt: {e}") from None
     clf = clf.to(torch.device(device) if device is not None else torch.device("cpu")).eval().requires_grad_(False)
+    clf.metadata = dict(state.get("metadata") or {})
     return clf, dict(state["sde"])
 
 
 __all__ = [
     "NoiseConditionalClassifier", "classifier_loss", "train_classifier", "save_classifier", "load_classifier",
-    "CLASSIFIER_FORMAT",
+    "GUIDANCE_CLASSIFIER_KIND", "GUIDANCE_CLASSIFIER_VERSION",
 ]

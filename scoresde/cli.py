@@ -329,8 +329,8 @@ def _default_data_dir() -> Optional[str]:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from .checkpoint import LATEST
     from .training import TrainConfig, Trainer, read_config
-    from .training.checkpoint import LATEST
 
     given: Dict[str, Any] = {k: getattr(args, k) for k in TRAIN_OPTIONS if getattr(args, k) is not None}
     if args.sde_arg:
@@ -483,7 +483,7 @@ def _check_sample_size(n: int, event: tuple) -> None:
 
 
 def _device(name: str):
-    from .training.distributed import resolve_device
+    from .distributed import resolve_device
 
     return resolve_device(name)
 
@@ -529,7 +529,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     if out.suffix.lower() == ".npy":
         _save_npy_atomically(out, x.numpy())
     else:
-        from .training.plotting import save_samples_figure
+        from .plotting import save_samples_figure
 
         rng = tuple(cfg.data_range) if cfg.data_range else (-1.0, 1.0)
         save_samples_figure(x, out, title=f"{args.solver}: {n} samples ({what})", data_range=rng)
@@ -566,7 +566,7 @@ def _launched_sharded() -> bool:
 
 def _shard_device(name: str):
     """The device of this rank: ``cuda:LOCAL_RANK`` for auto/cuda under torchrun."""
-    from .training.distributed import resolve_device
+    from .distributed import resolve_device
 
     return resolve_device(name, int(os.environ.get("LOCAL_RANK", "0")))
 
@@ -626,7 +626,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: Dict[str, Any]) -
         np.save(tmp, x.float().numpy())
         os.replace(tmp, out)
     else:
-        from .training.plotting import save_samples_figure
+        from .plotting import save_samples_figure
 
         rng = tuple(cfg.data_range) if cfg.data_range else (-1.0, 1.0)
         save_samples_figure(x.float(), out, title=f"{args.solver}: seeds {args.seeds} ({what})", data_range=rng)
@@ -711,8 +711,8 @@ def _likelihood_sharded(args: argparse.Namespace, sde, score, ds, device, option
     import torch
 
     from .data import dequantization_range, to_levels
+    from .metrics import mean_and_stderr
     from .shard import log_likelihood_points
-    from .training.metrics import mean_and_stderr
 
     out = Path(args.out or "likelihood.npy")
     if out.suffix.lower() != ".npy":

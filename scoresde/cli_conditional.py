@@ -301,7 +301,7 @@ def _save_inpainting_figure(x, mask, result, path: Path, data_range) -> None:
     """Rows: the given entries (unknown ones grey), the result; for vectors, a scatter of the results."""
     import torch
 
-    from .training.plotting import image_grid, save_samples_figure
+    from .plotting import image_grid, save_samples_figure
 
     if x.ndim != 4:
         save_samples_figure(result, path, title="inpainted samples", data_range=data_range)

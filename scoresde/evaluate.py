@@ -194,7 +194,7 @@ class DatasetLikelihood:
 
     def summary(self) -> Dict[str, Any]:
         """Means and standard errors (over examples; Hutchinson's probe noise included) as a dict."""
-        from .training.metrics import mean_and_stderr
+        from .metrics import mean_and_stderr
 
         lp, lp_se = mean_and_stderr(self.log_prob)
         out: Dict[str, Any] = {"log_prob_mean": lp, "log_prob_stderr": lp_se, "nfe": self.nfe,
@@ -330,7 +330,7 @@ def evaluate_run(
 
     Args:
         checkpoint: a run directory or checkpoint file.
-        classifier: a :class:`scoresde.metrics.Classifier` trained on the run's data set.
+        classifier: a :class:`scoresde.metrics.QualityClassifier` trained on the run's data set.
         data_dir: the data folder (default: the run's, then ``SCORESDE_DATA``).
         num: samples to draw; solver, steps, batch_size, solver_options: how.
         likelihood_num: test images for bits/dim (0: skip); likelihood_options: for
@@ -346,9 +346,9 @@ def evaluate_run(
     Returns:
         An :class:`EvaluationResult`.
     """
+    from .checkpoint import load_model
     from .data import get_dataset
     from .metrics import sample_quality
-    from .training import load_model
 
     device = torch.device(device)
     sde, score, cfg = load_model(checkpoint, device=device, use_ema=use_ema)

@@ -75,15 +75,15 @@ def _run_dir(checkpoint: str) -> Path:
 
 def get_classifier(path: Optional[str], run: str, data: str, data_dir: Optional[str], device: Any, quiet: bool) -> Any:
     """Load the classifier at ``path`` (or ``RUN/classifier.pt``); train and save one there when neither exists."""
-    from .metrics import load_classifier, train_classifier
+    from .metrics import load_quality_classifier, train_quality_classifier
 
     if path is not None:
-        return load_classifier(path, device=device)
+        return load_quality_classifier(path, device=device)
     default = _run_dir(run) / CLASSIFIER_FILE
     if default.is_file():
-        return load_classifier(default, device=device)
+        return load_quality_classifier(default, device=device)
     print(f"note: no classifier at {default}; training one on {data} (done once, saved there)", file=sys.stderr, flush=True)
-    clf = train_classifier(data, data_dir=data_dir, device=device, progress=False if quiet else None)
+    clf = train_quality_classifier(data, data_dir=data_dir, device=device, progress=False if quiet else None)
     clf.save(default)
     print(f"classifier: test accuracy {100 * clf.test_accuracy:.2f}%, saved to {default}", file=sys.stderr, flush=True)
     return clf.to(device)
@@ -137,7 +137,7 @@ def _write_samples(x: Any, out: str, cfg: Any, title: str) -> None:
     if p.suffix.lower() == ".npy":
         np.save(p, x.numpy())
     else:
-        from .training.plotting import save_samples_figure
+        from .plotting import save_samples_figure
 
         save_samples_figure(x[:100], p, title=title, data_range=tuple(cfg.data_range or (-1.0, 1.0)))
     print(f"samples: {p}")
@@ -155,10 +155,10 @@ def _finite(obj: Any) -> Any:
 
 def cmd_classifier(args: argparse.Namespace) -> int:
     from .cli import _device
-    from .metrics import train_classifier
+    from .metrics import train_quality_classifier
 
     device = _device(args.device)
-    clf = train_classifier(args.data, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, device=device,
+    clf = train_quality_classifier(args.data, data_dir=args.data_dir, epochs=args.epochs, seed=args.seed, device=device,
                            progress=False if args.quiet else None)
     path = clf.save(args.out)
     print(f"classifier for {args.data}: test accuracy {100 * clf.test_accuracy:.2f}% "
@@ -174,10 +174,10 @@ def periodic_quality(trainer: Any, every: int, classifier: Optional[str], quiet:
     classifier against the test split and returns the figures (which the trainer logs); also prints
     one line on stderr. The classifier is loaded (or trained and saved into the run) once, here.
     """
+    from .checkpoint import LATEST
     from .data import get_dataset
     from .evaluate import draw_samples
     from .metrics import reference_statistics, sample_quality
-    from .training.checkpoint import LATEST
 
     cfg = trainer.config
     num, steps = num or EVAL_SAMPLES, steps or EVAL_STEPS

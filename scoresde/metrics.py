@@ -1,4 +1,7 @@
-"""Offline sample quality for image data: a small classifier, the Fréchet LeNet distance, confidence and coverage.
+"""Sample quality, in one module: a small quality classifier, the Fréchet LeNet distance, confidence and
+coverage for images, the sliced Wasserstein distance for low-dimensional data, and standard errors.
+
+(The noise-conditional classifier of classifier *guidance* is another thing: :mod:`scoresde.classifier`.)
 
 The usual image metric, FID, compares Inception-v3 features of samples and data; its weights must be
 downloaded and it says little about 28x28 grey digits. This module trains a small LeNet-style
@@ -34,23 +37,24 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import load_artifact, save_artifact
 from .errors import CheckpointError, DataError, ShapeError
 
 __all__ = [
-    "LeNet", "Classifier", "SampleQuality", "FeatureStatistics",
-    "train_classifier", "load_classifier", "non_images", "sqrtm_psd", "frechet_distance", "feature_statistics", "reference_statistics",
-    "sample_quality",
+    "LeNet", "QualityClassifier", "SampleQuality", "FeatureStatistics",
+    "train_quality_classifier", "load_quality_classifier", "non_images", "sqrtm_psd", "frechet_distance",
+    "feature_statistics", "reference_statistics", "sample_quality", "sliced_wasserstein", "mean_and_stderr",
 ]
 
-#: Format tag and version of a saved classifier file.
-CLASSIFIER_FORMAT = "scoresde-classifier"
-CLASSIFIER_VERSION = 1
+#: Artifact kind and versions of a saved quality classifier (version 1 files carry no digest).
+QUALITY_CLASSIFIER_KIND = "classifier"
+QUALITY_CLASSIFIER_VERSION = 2
 PathLike = Union[str, "Path"]
 
 
@@ -157,7 +161,7 @@ class LeNet(nn.Module):
 
 
 @dataclass
-class Classifier:
+class QualityClassifier:
     """A trained :class:`LeNet` with what it was trained on.
 
     Attributes:
@@ -200,30 +204,24 @@ class Classifier:
         """Class probabilities ``[N, num_classes]`` (CPU, float32) of images ``[N, C, H, W]``."""
         return self._apply(x, "probs")
 
-    def to(self, device: Union[str, torch.device]) -> "Classifier":
+    def to(self, device: Union[str, torch.device]) -> "QualityClassifier":
         """Move the network to ``device``; returns ``self``."""
         self.net.to(device)
         return self
 
     def save(self, path: PathLike) -> Path:
-        """Write the classifier to ``path`` (a ``.pt`` file of tensors and plain values); returns the path."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        state = {
-            "format": CLASSIFIER_FORMAT, "version": CLASSIFIER_VERSION, "config": dict(self.net.config),
+        """Write the classifier to ``path`` (an artifact of tensors and plain values, atomically); returns the path."""
+        return save_artifact(path, QUALITY_CLASSIFIER_KIND, QUALITY_CLASSIFIER_VERSION, {
+            "config": dict(self.net.config),
             "state_dict": {k: v.detach().cpu() for k, v in self.net.state_dict().items()},
             "data": self.data, "event_shape": list(self.event_shape), "data_range": list(self.data_range),
             "test_accuracy": float(self.test_accuracy), "info": dict(self.info),
             "reject_class": -1 if self.reject_class is None else int(self.reject_class),
-        }
-        tmp = path.with_name(path.name + ".tmp")
-        torch.save(state, tmp)
-        tmp.replace(path)
-        return path
+        })
 
 
-def load_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") -> Classifier:
-    """Load a classifier written by :meth:`Classifier.save` (``torch.load(weights_only=True)``).
+def load_quality_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") -> QualityClassifier:
+    """Load a classifier written by :meth:`QualityClassifier.save` (``torch.load(weights_only=True)``).
 
     Raises:
         CheckpointError: the file is missing, unreadable or not a scoresde classifier; the message
@@ -231,22 +229,11 @@ def load_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") ->
     """
     p = Path(path)
     make = f"train one with `scoresde classifier --data mnist --out {p}`"
-    if not p.is_file():
-        raise CheckpointError(f"no classifier at {p}; {make}")
-    try:
-        state = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001  (unpickling errors come in many types)
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(f"{p} is not a readable classifier file ({first}); {make}") from None
-    if not isinstance(state, dict) or state.get("format") != CLASSIFIER_FORMAT:
-        raise CheckpointError(f"{p} is not a scoresde classifier file; {make}")
-    if state.get("version") != CLASSIFIER_VERSION:
-        raise CheckpointError(f"{p} has classifier format version {state.get('version')!r}; this scoresde reads "
-                              f"version {CLASSIFIER_VERSION}; {make}")
+    state = load_artifact(p, QUALITY_CLASSIFIER_KIND, (1, 2), hint=make, unchecked_versions=(1,))
     try:
         net = LeNet(**state["config"])
         net.load_state_dict(state["state_dict"])
-        clf = Classifier(net.eval().requires_grad_(False), str(state["data"]), [int(s) for s in state["event_shape"]],
+        clf = QualityClassifier(net.eval().requires_grad_(False), str(state["data"]), [int(s) for s in state["event_shape"]],
                          [float(v) for v in state["data_range"]], float(state["test_accuracy"]), dict(state.get("info", {})),
                          None if int(state.get("reject_class", -1)) < 0 else int(state["reject_class"]))
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
@@ -254,7 +241,7 @@ def load_classifier(path: PathLike, device: Union[str, torch.device] = "cpu") ->
     return clf.to(device)
 
 
-def train_classifier(
+def train_quality_classifier(
     data: str = "mnist",
     data_dir: Optional[PathLike] = None,
     epochs: int = 2,
@@ -264,7 +251,7 @@ def train_classifier(
     device: Union[str, torch.device] = "cpu",
     progress: Optional[bool] = None,
     reject_class: bool = True,
-) -> Classifier:
+) -> QualityClassifier:
     """Train a :class:`LeNet` on the training split of a labelled image data set.
 
     Adam with a cosine learning-rate decay, light augmentation (random shifts of up to 2 pixels);
@@ -281,7 +268,7 @@ def train_classifier(
             (see :class:`scoresde.progress.Progress`).
 
     Returns:
-        The trained :class:`Classifier` (call :meth:`Classifier.save` to keep it).
+        The trained :class:`QualityClassifier` (call :meth:`QualityClassifier.save` to keep it).
 
     Raises:
         DataError: the data set has no labels or is missing.
@@ -326,7 +313,7 @@ def train_classifier(
             bar.update(1, loss=float(loss.detach()))
     bar.close()
     net.eval().requires_grad_(False)
-    clf = Classifier(net, data, list(train.data.shape[1:]), list(train.data_range or (lo, float(train.data.max()))), 0.0,
+    clf = QualityClassifier(net, data, list(train.data.shape[1:]), list(train.data_range or (lo, float(train.data.max()))), 0.0,
                      reject_class=reject)
     pred = clf.probabilities(test.data).argmax(-1)
     clf.test_accuracy = float((pred == test.labels).double().mean())
@@ -402,7 +389,7 @@ class SampleQuality:
 
 
 def sample_quality(
-    classifier: Classifier,
+    classifier: QualityClassifier,
     samples: Tensor,
     reference: Union[Tensor, FeatureStatistics],
     threshold: float = 0.9,
@@ -410,7 +397,7 @@ def sample_quality(
     """Fréchet LeNet distance, confidence and class coverage of ``samples``.
 
     Args:
-        classifier: a trained :class:`Classifier` for the data set.
+        classifier: a trained :class:`QualityClassifier` for the data set.
         samples: generated images ``[N, C, H, W]`` in the data range (values outside it are clipped
             to it, as they would be when written as an image); ``N >= 2``.
         reference: test images ``[M, C, H, W]`` or their :class:`FeatureStatistics`.
@@ -447,6 +434,45 @@ def sample_quality(
     )
 
 
-def reference_statistics(classifier: Classifier, images: Tensor) -> FeatureStatistics:
+def reference_statistics(classifier: QualityClassifier, images: Tensor) -> FeatureStatistics:
     """Feature statistics of reference images ``[M, C, H, W]`` (compute once, reuse for many sample sets)."""
     return feature_statistics(classifier.features(images))
+
+
+# ---------------------------------------------------------------------- low-dimensional data
+def sliced_wasserstein(
+    x: Tensor, y: Tensor, n_projections: int = 256, generator: Optional[torch.Generator] = None
+) -> float:
+    """Sliced 2-Wasserstein distance between two point clouds.
+
+    ``SW_2(x, y) = ( E_theta W_2^2(theta^T x, theta^T y) )^(1/2)`` with ``theta`` uniform on the unit
+    sphere, estimated with ``n_projections`` random directions; each one-dimensional ``W_2`` is the
+    root mean squared difference of the sorted projections. Clouds of different sizes are cut to
+    the smaller size (their first points).
+
+    Args:
+        x: ``[N, *event]`` points; y: ``[M, *event]`` points of the same event shape.
+        n_projections: number of random directions.
+        generator: source of the directions.
+
+    Returns:
+        The distance (a float, in the units of the data).
+    """
+    if x.shape[1:] != y.shape[1:]:
+        raise ShapeError(f"point clouds must share an event shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    n = min(x.shape[0], y.shape[0])
+    x = x[:n].reshape(n, -1).double().cpu()
+    y = y[:n].reshape(n, -1).double().cpu()
+    theta = torch.randn(x.shape[1], n_projections, generator=generator, dtype=torch.float64)
+    theta = theta / theta.norm(dim=0, keepdim=True)  # uniform directions on the sphere
+    px, _ = torch.sort(x @ theta, dim=0)  # [n, P]
+    py, _ = torch.sort(y @ theta, dim=0)
+    return float(((px - py) ** 2).mean().sqrt())
+
+
+def mean_and_stderr(v: Tensor) -> Tuple[float, float]:
+    """Mean of ``v`` ``[N]`` and its standard error ``std / sqrt(N)`` (NaN for ``N = 1``)."""
+    v = v.detach().double().reshape(-1)
+    if v.numel() < 2:
+        return float(v.mean()), math.nan
+    return float(v.mean()), float(v.std(unbiased=True)) / math.sqrt(v.numel())

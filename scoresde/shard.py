@@ -22,10 +22,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import threading
 import time
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Dict, Optional, Sequence, Tuple, Union
@@ -34,50 +32,34 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .errors import OptionError, ShardError
-from .noise import SeedsLike, as_seeds
+from ._validation import finite_float, positive_int
+from .checkpoint import CheckpointError, atomic_write, safe_torch_load
+from .distributed import DistInfo, join_process_group
+from .errors import OptionError, OutputError, ShardError
+from .likelihood import bits_per_dim, log_likelihood
+from .noise import SeedsLike, as_seeds, randn
 from .score import ScoreFn
 from .sde.base import SDE
+from .solvers.driver import solve
 
-__all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points", "model_digest"]
+__all__ = ["ShardError", "ShardInfo", "shard_info", "run_chunks", "sample_seeds", "log_likelihood_points",
+           "model_digest", "model_identity"]
 
 #: Default seconds a rank may go silent (dead or stopped) before the others give up.
 DEFAULT_TIMEOUT = 600.0
 _HEARTBEAT_EVERY = 1.0
 
 
-@dataclass
-class ShardInfo:
-    """This process's place in a sharded job.
-
-    Attributes:
-        rank: global rank in ``[0, world_size)``.
-        world_size: number of processes.
-        local_rank: rank on this node (picks ``cuda:local_rank``).
-        owns_group: whether :func:`shard_info` created the process group (and so destroys it).
-    """
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    owns_group: bool = False
+#: This process's place in a sharded job (rank, world size, local rank, whether it owns the group).
+ShardInfo = DistInfo
 
 
-def shard_info(timeout: float = DEFAULT_TIMEOUT) -> ShardInfo:
+def shard_info(timeout: float = DEFAULT_TIMEOUT) -> DistInfo:
     """Join the process group of a ``torchrun`` launch (gloo: control messages only) or describe one process.
 
     An existing process group is used as it is. ``timeout`` bounds every collective of the group.
     """
-    if dist.is_available() and dist.is_initialized():
-        rank, world = dist.get_rank(), dist.get_world_size()
-        return ShardInfo(rank, world, int(os.environ.get("LOCAL_RANK", rank)), owns_group=False)
-    if not all(k in os.environ for k in ("WORLD_SIZE", "RANK", "LOCAL_RANK")):
-        return ShardInfo()
-    rank, world, local = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ["LOCAL_RANK"])
-    if world == 1:
-        return ShardInfo(rank, world, local)
-    dist.init_process_group("gloo", timeout=timedelta(seconds=float(timeout)))
-    return ShardInfo(rank, world, local, owns_group=True)
+    return join_process_group("cpu", timeout=timedelta(seconds=float(timeout)), backend="gloo")
 
 
 class _Heartbeat:
@@ -108,12 +90,6 @@ class _Heartbeat:
 
 def _chunk_path(folder: Path, k: int) -> Path:
     return folder / f"chunk-{k:06d}.pt"
-
-
-def _save_atomic(obj: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
 
 
 def _fingerprint(job: Dict[str, Any]) -> str:
@@ -149,14 +125,11 @@ def run_chunks(
     Raises:
         ShardError: a rank died or stalled, or ``folder`` holds chunks of another job.
     """
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise OptionError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    if not (isinstance(timeout, (int, float)) and timeout > 0):
-        raise OptionError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    chunk_size = positive_int(chunk_size, "chunk_size")
+    timeout = finite_float(timeout, "timeout", positive=True)
     started = time.time()
+    folder = _shard_folder(folder)
     info = info or shard_info(timeout)
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     fp = _fingerprint({"job": job or {}, "n_items": n_items, "chunk_size": chunk_size})
     n_chunks = math.ceil(n_items / chunk_size)
     mine = list(range(info.rank, n_chunks, info.world_size))
@@ -169,7 +142,8 @@ def run_chunks(
                 else:
                     start, stop = k * chunk_size, min(n_items, (k + 1) * chunk_size)
                     out = {name: v.detach().cpu() for name, v in compute(start, stop).items()}
-                    _save_atomic({"fingerprint": fp, "start": start, "stop": stop, "data": out}, path)
+                    blob = {"fingerprint": fp, "start": start, "stop": stop, "data": out}
+                    atomic_write(path, lambda f, blob=blob: torch.save(blob, f), what="chunk")
                 if progress is not None:
                     progress(j + 1, len(mine))
             _wait_for_chunks(folder, n_chunks, info, timeout, started)
@@ -183,12 +157,24 @@ def run_chunks(
             dist.destroy_process_group()
 
 
+def _shard_folder(folder: Union[str, Path]) -> Path:
+    """The shard directory, created; a path that is a file (or cannot be a folder) is refused up front."""
+    folder = Path(folder).expanduser()
+    if folder.exists() and not folder.is_dir():
+        raise OutputError(f"the shard folder {folder} is a file; give a folder (a new one, or one of this job)")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise OutputError(f"cannot create the shard folder {folder}: {e.strerror or e}") from None
+    return folder
+
+
 def _check_chunk(path: Path, fp: str) -> Dict[str, Tensor]:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a corrupt chunk: report it, the user deletes it
-        raise ShardError(f"cannot read the finished chunk {path} ({e}); delete it and rerun to recompute it") from None
-    if blob.get("fingerprint") != fp:
+        blob = safe_torch_load(path, "chunk")
+    except CheckpointError as e:  # a corrupt chunk: report it, the user deletes it
+        raise ShardError(f"cannot use the finished chunk {path} ({e}); delete it and rerun to recompute it") from None
+    if not isinstance(blob, dict) or blob.get("fingerprint") != fp:
         raise ShardError(
             f"{path} belongs to another job (other seeds, data, options, model or chunk size); "
             "use a fresh shard directory or delete the old one"
@@ -262,9 +248,11 @@ def sample_seeds(
         chunk_size: samples per chunk and per solver batch.
         timeout: seconds before a silent rank makes the others stop (see :func:`run_chunks`).
         device: where to sample (default: the score function's device).
-        model: what identifies the score function (e.g. :func:`model_digest` of the network and the
-            guidance applied); a rerun that finds chunks of another model in ``folder`` stops with
-            :class:`ShardError` instead of mixing them in. ``None`` leaves the model out of the check.
+        model: what identifies the score function; a rerun that finds chunks of another model in
+            ``folder`` stops with :class:`ShardError` instead of mixing them in. Default
+            (``None``): :func:`model_identity`, the digest of the network's weights and of the score
+            function's outputs on a fixed probe, so that two models (or two guidance settings) never share
+            chunks.
         **solve_options: passed to :func:`scoresde.solve` (``solver``, ``steps``, ``eps``, ...), not
             ``generator`` or ``seeds``.
 
@@ -280,12 +268,12 @@ def sample_seeds(
         >>> x.shape
         torch.Size([10, 2])
     """
-    from .solvers.driver import solve
-
     if "generator" in solve_options or "seeds" in solve_options:
         raise OptionError("sample_seeds draws from the given seeds; do not pass generator or seeds in solve options")
     all_seeds = as_seeds(list(seeds) if isinstance(seeds, range) else seeds)
-    event = tuple(int(s) for s in event_shape)
+    event = tuple(positive_int(s, "event_shape entry") for s in event_shape)
+    _shard_folder(folder)
+    model = model_identity(score_fn, event, device) if model is None else str(model)
 
     def compute(start: int, stop: int) -> Dict[str, Tensor]:
         s = all_seeds[start:stop]
@@ -330,17 +318,19 @@ def log_likelihood_points(
         folder: the shard directory (shared by all ranks); a rerun resumes from it.
         seed: the seed of point 0.
         levels: number of discrete levels for integer data (``None``: continuous data).
-        model: what identifies the score function, as in :func:`sample_seeds`.
+        model: what identifies the score function, as in :func:`sample_seeds` (default :func:`model_identity`).
         **options: passed to :func:`scoresde.log_likelihood` (or :func:`scoresde.bits_per_dim`).
 
     Returns:
         On rank 0, ``{"log_prob": [N]}`` (and ``"bits_per_dim": [N]`` for discrete data) on the CPU;
         ``None`` on the other ranks.
     """
-    from .likelihood import bits_per_dim, log_likelihood
-
     if "generator" in options or "seeds" in options:
         raise OptionError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
+    if not isinstance(data, Tensor) or data.ndim < 2:
+        raise OptionError(f"data must be a tensor [N, *event], got {type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+    _shard_folder(folder)
+    model = model_identity(score_fn, tuple(data.shape[1:]), device) if model is None else str(model)
     if options.get("method", "dopri5") == "dopri5":  # fixed-step methods share their (fixed) steps: invariant already
         options.setdefault("step_control", "per_sample")
 
@@ -377,6 +367,36 @@ def model_digest(module: torch.nn.Module) -> str:
         h.update(f"{name}:{tuple(v.shape)}:{v.dtype};".encode())
         h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
     return h.hexdigest()[:16]
+
+
+def model_identity(score_fn: Any, event_shape: Sequence[int], device: Any = None) -> str:
+    """What identifies a score function by its content, for cache and resume checks.
+
+    The digest of its weights (:func:`model_digest`, when it is a module) and of its outputs on a fixed
+    probe: two points drawn from a fixed seed at ``t = 0.3`` and ``0.7``, rounded to 6 significant digits
+    (so a resume on another machine, whose arithmetic may differ in the last bits, still matches). The
+    probe covers what the weights cannot: a function without weights, the guidance wrapped around a
+    network, or another SDE's scaling.
+    """
+    parts = []
+    if isinstance(score_fn, torch.nn.Module):
+        parts.append(model_digest(score_fn))
+    params = getattr(score_fn, "parameters", None)
+    first = next(iter(params()), None) if callable(params) else None
+    device = device if device is not None else (first.device if first is not None else "cpu")
+    dtype = first.dtype if first is not None and first.dtype in (torch.float32, torch.float64) else torch.float32
+    x = randn((2, *event_shape), torch.Generator().manual_seed(20231), device=device, dtype=dtype)
+    t = torch.tensor([0.3, 0.7], device=x.device)
+    with torch.no_grad():
+        out = score_fn(x, t)
+    if not isinstance(out, Tensor):
+        raise OptionError(f"score_fn(x, t) must return a tensor, got {type(out).__name__}")
+    out = out.detach().double().cpu()
+    if not bool(torch.isfinite(out).all()):
+        raise ShardError("score_fn(x, t) returned NaN or infinity on a probe point; check the score function")
+    scale = torch.where(out == 0, torch.ones_like(out), 10.0 ** (torch.floor(torch.log10(out.abs())) - 5))
+    parts.append(_tensor_digest(torch.round(out / scale) * scale))
+    return "+".join(parts)
 
 
 def _tensor_digest(x: Tensor) -> str:

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from scoresde import checkpoint as ckpt_mod
+from scoresde.checkpoint import LATEST, checkpoint_file, load_checkpoint, save_checkpoint
 from scoresde.errors import CheckpointError
 from scoresde.training import TrainConfig, Trainer, load_model
-from scoresde.training import checkpoint as ckpt_mod
-from scoresde.training.checkpoint import LATEST, checkpoint_file, load_checkpoint, save_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -115,7 +115,7 @@ def test_sigkill_mid_write_never_corrupts_latest(tmp_path):
         f"""
         import sys, torch
         sys.path.insert(0, {str(REPO)!r})
-        from scoresde.training.checkpoint import save_checkpoint
+        from scoresde.checkpoint import save_checkpoint
         from scoresde.training import TrainConfig
         cfg = TrainConfig().to_json()
         step = 0

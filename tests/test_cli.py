@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 import torch
 
+from scoresde.checkpoint import load_checkpoint
 from scoresde.cli import main
 from scoresde.data import dequantization_range, get_dataset, to_levels
 from scoresde.likelihood import bits_per_dim, log_likelihood
 from scoresde.training import load_model
-from scoresde.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SCORESDE_DATA") or "/nonexistent-scoresde-data")

@@ -7,10 +7,10 @@ import torch
 import scoresde
 from scoresde import guidance as G
 from scoresde.cli import main
+from scoresde.config import ConfigError
 from scoresde.data import get_dataset, toy_gmm
 from scoresde.errors import DataError
 from scoresde.training import TrainConfig, Trainer, load_model
-from scoresde.training.config import ConfigError
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from scoresde.checkpoint import load_checkpoint
 from scoresde.losses import DSMLoss
 from scoresde.nets import build_network
 from scoresde.training import (
@@ -24,7 +25,6 @@ from scoresde.training import (
     noise_seed,
     read_config,
 )
-from scoresde.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed is not available")

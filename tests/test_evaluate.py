@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from scoresde.cli import _advise_cpu, main
+from scoresde.config import ConfigError
 from scoresde.data import get_dataset
 from scoresde.errors import DataError
-from scoresde.metrics import Classifier, LeNet
+from scoresde.metrics import LeNet, QualityClassifier
 from scoresde.training import TrainConfig, Trainer, read_config
-from scoresde.training.config import ConfigError
 from scoresde.training.presets import PRESETS, apply_preset
 
 TINY_NET = ["--net-arg", "hidden=16", "--net-arg", "depth=1", "--net-arg", "embed_dim=8"]
@@ -117,7 +117,7 @@ def test_evaluate_reports_quality_and_bits_per_dim(images, tmp_path, capsys):
         net.head.weight.zero_()
         net.head.bias.zero_()
         net.head.bias[4] = 6.0
-    Classifier(net, "test", [1, 28, 28], [-1.0, 1.0], 1.0).save(tmp_path / "clf.pt")
+    QualityClassifier(net, "test", [1, 28, 28], [-1.0, 1.0], 1.0).save(tmp_path / "clf.pt")
     code, out, err = run(["evaluate", "--checkpoint", tmp_path / "run", "--classifier", tmp_path / "clf.pt", "--num", "6",
                           "--steps", "3", "--batch-size", "3", "--likelihood-num", "2", "--rtol", "1e-2", "--atol", "1e-2",
                           "--json", "--quiet", "--samples-out", tmp_path / "s.png"], capsys)
@@ -138,7 +138,7 @@ def test_evaluate_with_guidance_samples_every_class(tmp_path, capsys):
         code, _, err = run(["train", "--data", tmp_path / "d.npz", *TINY_UNET, *extra, "--steps", "2", "--batch-size", "8",
                             "--out", tmp_path / name, "--sample-every", "-1", "--quiet"], capsys)
         assert code == 0, err
-    Classifier(LeNet(1, 4), "test", [1, 28, 28], [-1.0, 1.0], 1.0).save(tmp_path / "clf.pt")
+    QualityClassifier(LeNet(1, 4), "test", [1, 28, 28], [-1.0, 1.0], 1.0).save(tmp_path / "clf.pt")
     argv = ["evaluate", "--classifier", tmp_path / "clf.pt", "--num", "6", "--steps", "2", "--likelihood-num", "0",
             "--guidance", "1", "--quiet", "--json"]
     code, out, err = run([*argv, "--checkpoint", tmp_path / "cond"], capsys)
@@ -162,7 +162,7 @@ def test_training_logs_sample_quality_at_checkpoints(images, tmp_path, capsys, m
     monkeypatch.setattr("scoresde.evaluate_cli.EVAL_SAMPLES", 8)
     monkeypatch.setattr("scoresde.evaluate_cli.EVAL_STEPS", 3)
     net = LeNet(1, 11)
-    Classifier(net.eval(), "test", [1, 28, 28], [-1.0, 1.0], 1.0, reject_class=10).save(tmp_path / "clf.pt")
+    QualityClassifier(net.eval(), "test", [1, 28, 28], [-1.0, 1.0], 1.0, reject_class=10).save(tmp_path / "clf.pt")
     code, _, err = run(["train", "--data", images, *TINY_UNET, "--steps", "4", "--batch-size", "8", "--checkpoint-every", "2",
                         "--eval-every", "2", "--classifier", tmp_path / "clf.pt", "--out", tmp_path / "run",
                         "--sample-every", "-1"], capsys)

@@ -15,13 +15,13 @@ import numpy as np
 import pytest
 import torch
 
+from scoresde import distributed as D
 from scoresde._utils import MEMORY_LIMIT_ENV, check_memory, memory_limit_bytes
 from scoresde.cli import main
+from scoresde.config import ConfigError
 from scoresde.data import get_dataset, load_array, load_mnist
 from scoresde.errors import DataError, DistributedError, ResourceLimitError
 from scoresde.nets import build_network, network_bytes
-from scoresde.training import distributed as D
-from scoresde.training.config import ConfigError
 
 
 def _write_npy_header(path, shape, payload=b"\0" * 64, descr="<f4"):
@@ -165,7 +165,7 @@ def test_a_timed_out_collective_becomes_one_clear_error():
 
 _STALL_SCRIPT = """
 import sys, time, torch
-from scoresde.training import distributed as D
+from scoresde import distributed as D
 info = D.init_distributed("cpu")
 if info.rank == 1:
     time.sleep(600)  # a stalled rank: without the timeout, rank 0 would wait for it

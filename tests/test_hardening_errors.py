@@ -15,9 +15,9 @@ import torch
 
 import scoresde
 from scoresde.cli import main
+from scoresde.config import ConfigError
 from scoresde.errors import OptionError, OutputError, ScoreSDEError
 from scoresde.training import TrainConfig
-from scoresde.training.config import ConfigError
 
 TINY = ["--net-arg", "hidden=16", "--net-arg", "depth=1", "--net-arg", "embed_dim=8"]
 

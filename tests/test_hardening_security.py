@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
+from scoresde.checkpoint import load_checkpoint
 from scoresde.cli import main
 from scoresde.data import MNIST_RAW_MD5, check_mnist_md5, get_dataset, load_mnist
 from scoresde.errors import CheckpointError, DataError
-from scoresde.training.checkpoint import load_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("SCORESDE_DATA") or "/nonexistent-scoresde-data")

@@ -19,11 +19,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from scoresde import distributed as D
+from scoresde.checkpoint import load_checkpoint, payload_digest, save_checkpoint
 from scoresde.cli import main
 from scoresde.errors import CheckpointError, NonFiniteError, RunLockedError
 from scoresde.training import TrainConfig, Trainer, load_model
-from scoresde.training import distributed as D
-from scoresde.training.checkpoint import load_checkpoint, payload_digest, save_checkpoint
 from scoresde.training.runlock import LOCK_FILE, RunLock
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,11 +11,11 @@ import torch
 
 from scoresde.errors import CheckpointError, ShapeError
 from scoresde.metrics import (
-    Classifier,
     LeNet,
+    QualityClassifier,
     feature_statistics,
     frechet_distance,
-    load_classifier,
+    load_quality_classifier,
     sample_quality,
     sqrtm_psd,
 )
@@ -109,14 +109,14 @@ def test_feature_statistics_and_shape_errors():
         sqrtm_psd(torch.zeros(2, 3))
 
 
-def fixed_classifier(favourite: int, logit: float) -> Classifier:
+def fixed_classifier(favourite: int, logit: float) -> QualityClassifier:
     """A LeNet whose output ignores the image: logit ``logit`` for class ``favourite``, 0 for the others."""
     net = LeNet(1, 10, feature_dim=8)
     with torch.no_grad():
         net.head.weight.zero_()
         net.head.bias.zero_()
         net.head.bias[favourite] = logit
-    return Classifier(net.eval(), "test", [1, 8, 8], [-1.0, 1.0], 1.0)
+    return QualityClassifier(net.eval(), "test", [1, 8, 8], [-1.0, 1.0], 1.0)
 
 
 def test_confidence_and_coverage_of_a_known_classifier():
@@ -137,20 +137,20 @@ def test_classifier_file_round_trip_and_errors(tmp_path):
     clf = fixed_classifier(7, 4.0)
     clf.info = {"epochs": 1}
     path = clf.save(tmp_path / "c.pt")
-    back = load_classifier(path)
+    back = load_quality_classifier(path)
     x = torch.rand(4, 1, 8, 8)
     torch.testing.assert_close(back.probabilities(x), clf.probabilities(x))
     assert back.event_shape == [1, 8, 8] and back.data == "test" and back.info == {"epochs": 1}
     with pytest.raises(ShapeError, match="trained on images of shape"):
         back.probabilities(torch.rand(4, 1, 9, 9))
     with pytest.raises(CheckpointError, match="scoresde classifier"):
-        load_classifier(tmp_path / "missing.pt")
+        load_quality_classifier(tmp_path / "missing.pt")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointError, match="not a readable classifier"):
-        load_classifier(tmp_path / "junk.pt")
+        load_quality_classifier(tmp_path / "junk.pt")
     torch.save({"format": "something else"}, tmp_path / "other.pt")
     with pytest.raises(CheckpointError, match="not a scoresde classifier"):
-        load_classifier(tmp_path / "other.pt")
+        load_quality_classifier(tmp_path / "other.pt")
 
 
 def test_the_reject_class_counts_as_not_recognised(tmp_path):
@@ -159,12 +159,12 @@ def test_the_reject_class_counts_as_not_recognised(tmp_path):
         net.head.weight.zero_()
         net.head.bias.zero_()
         net.head.bias[10] = 6.0
-    clf = Classifier(net.eval(), "test", [1, 8, 8], [-1.0, 1.0], 1.0, reject_class=10)
+    clf = QualityClassifier(net.eval(), "test", [1, 8, 8], [-1.0, 1.0], 1.0, reject_class=10)
     x = torch.rand(20, 1, 8, 8) * 2 - 1
     q = sample_quality(clf, x, x)
     assert q.confident_fraction == 0.0 and q.reject_fraction == 1.0 and q.mean_confidence == 0.0
     assert len(q.class_fractions) == 10 and sum(q.class_fractions) == 0.0
-    assert load_classifier(clf.save(tmp_path / "r.pt")).reject_class == 10
+    assert load_quality_classifier(clf.save(tmp_path / "r.pt")).reject_class == 10
 
 
 def test_non_images_lie_in_the_data_range():

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from scoresde import VESDE, VPSDE, SubVPSDE
+from scoresde.checkpoint import load_checkpoint
 from scoresde.data import Dataset
 from scoresde.errors import CheckpointError, DataError, NonFiniteError
 from scoresde.exact import GaussianMixture
@@ -25,7 +26,6 @@ from scoresde.training import (
     learning_rate,
     load_model,
 )
-from scoresde.training.checkpoint import load_checkpoint
 
 
 def tiny(tmp_path: Path, **kw) -> TrainConfig:

@@ -1,4 +1,7 @@
-"""Training score networks: configuration, trainer, checkpoints, EMA and multi-process (DDP) support.
+"""Training score networks: the trainer, EMA and multi-process (DDP) support.
+
+The run configuration (:mod:`scoresde.config`), checkpoints and model loading (:mod:`scoresde.checkpoint`)
+and the process group (:mod:`scoresde.distributed`) live beside training and are re-exported here.
 
 Example:
     >>> from scoresde.training import TrainConfig, Trainer, load_model
@@ -6,23 +9,22 @@ Example:
     >>> sde, score_fn, config = load_model("run")  # doctest: +SKIP
 """
 
-from .checkpoint import CheckpointError, checkpoint_file, load_checkpoint, save_checkpoint
-from .config import ConfigError, TrainConfig
-from .distributed import DistInfo, init_distributed
-from .ema import EMA
-from .logger import JSONLLogger, ProgressBar
-from .trainer import (
+from ..checkpoint import (
     SDES,
-    ShardedBatchSampler,
-    Trainer,
-    TrainResult,
     build_score_model,
     build_sde,
-    learning_rate,
+    checkpoint_file,
+    load_checkpoint,
     load_model,
-    noise_seed,
     read_config,
+    save_checkpoint,
 )
+from ..config import TrainConfig
+from ..distributed import DistInfo, init_distributed
+from ..errors import CheckpointError, ConfigError
+from .ema import EMA
+from .logger import JSONLLogger, ProgressBar
+from .trainer import ShardedBatchSampler, Trainer, TrainResult, learning_rate, noise_seed
 
 __all__ = [
     "TrainConfig", "ConfigError", "Trainer", "TrainResult", "load_model", "read_config", "build_sde",

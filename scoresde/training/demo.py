@@ -15,13 +15,14 @@ from typing import IO, Any, Dict, List, Optional
 
 import torch
 
-from ..errors import CheckpointError
+from ..checkpoint import load_model
+from ..config import TrainConfig
+from ..errors import CheckpointError, ConfigError
 from ..likelihood import log_likelihood
+from ..metrics import mean_and_stderr, sliced_wasserstein
+from ..plotting import save_demo_figure
 from ..solvers import solve
-from .config import ConfigError, TrainConfig
-from .metrics import mean_and_stderr, sliced_wasserstein
-from .plotting import save_demo_figure
-from .trainer import Trainer, load_model
+from .trainer import Trainer
 
 #: name -> (solver, steps, options) for the full and the quick demo.
 DEMO_SOLVERS = {

@@ -33,7 +33,7 @@ from typing import Any, Dict, Optional
 import torch
 from torch import nn
 
-from .config import ConfigError
+from ..errors import ConfigError
 
 #: Preset name -> TrainConfig options.
 PRESETS: Dict[str, Dict[str, Any]] = {

@@ -22,51 +22,33 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
+from .. import distributed as D
 from .._utils import check_memory
-from ..errors import CheckpointError, DataError, NonFiniteError, OutputError, RunLockedError
+from ..checkpoint import (
+    CONFIG_FILE,
+    LATEST,
+    LOG_FILE,
+    build_score_model,
+    build_sde,
+    first_nonfinite,
+    load_checkpoint,
+    remove_stale_temporaries,
+    save_checkpoint,
+)
+from ..config import TrainConfig
+from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputError, RunLockedError
 from ..score import NetworkScore
-from ..sde import SDE, VESDE, VPSDE, SubVPSDE
-from . import distributed as D
-from .checkpoint import LATEST, PathLike, checkpoint_file, load_checkpoint, remove_stale_temporaries, save_checkpoint
-from .config import ConfigError, TrainConfig
 from .ema import EMA
 from .logger import JSONLLogger, ProgressBar
 from .runlock import RunLock
 
-#: SDE name -> class, for :func:`build_sde`.
-SDES = {"vp": VPSDE, "subvp": SubVPSDE, "ve": VESDE}
-
-LOG_FILE = "log.jsonl"
-CONFIG_FILE = "config.json"
-
 
 # ---------------------------------------------------------------------- building blocks
-def build_sde(name: str, **kwargs: Any) -> SDE:
-    """The SDE called ``name`` (``"vp"``, ``"subvp"`` or ``"ve"``) with its keyword arguments.
-
-    Raises:
-        ConfigError: unknown name or arguments.
-    """
-    if name not in SDES:
-        raise ConfigError(f"unknown SDE {name!r}; valid names: {', '.join(SDES)}")
-    try:
-        return SDES[name](**kwargs)
-    except TypeError as e:
-        raise ConfigError(f"bad arguments for the {name!r} SDE {kwargs}: {e}") from None
-    except ValueError as e:
-        raise ConfigError(f"bad arguments for the {name!r} SDE: {e}") from None
-
-
-def build_score_model(net: nn.Module, sde: SDE, parameterization: str) -> NetworkScore:
-    """Wrap ``net`` as a score function; ``"score"`` nets have their output divided by ``std(t)``."""
-    return NetworkScore(net, sde, parameterization, scale_by_std=(parameterization == "score"))
-
-
 def learning_rate(step: int, config: TrainConfig) -> float:
     """Learning rate of optimizer step ``step`` (0-based).
 
@@ -357,7 +339,7 @@ class Trainer:
     def _load_state(self, state: Dict[str, Any]) -> None:
         for what, tensors in (("weights", state["model"]), ("EMA weights", state["ema"].get("state", {})),
                               ("optimizer state", state.get("optimizer", {}))):
-            bad = _first_nonfinite(tensors)
+            bad = first_nonfinite(tensors)
             if bad is not None:
                 raise CheckpointError(
                     f"{self.ckpt_path} (step {state['step']}) holds non-finite {what} ({bad}); it cannot be resumed. "
@@ -405,7 +387,7 @@ class Trainer:
         """
         for what, tensors in (("weights", self.net.state_dict()), ("EMA weights", self.ema.module.state_dict()),
                               ("optimizer state", self.optimizer.state_dict()["state"])):
-            bad = _first_nonfinite(tensors)
+            bad = first_nonfinite(tensors)
             if bad is not None:
                 return f"non-finite {what} ({bad})"
         was_training = self.net.training
@@ -598,7 +580,7 @@ class Trainer:
         """Sample with the EMA weights and save ``samples_<step>.png`` (rank 0)."""
         if not self.dist.is_main:
             return
-        from .plotting import save_samples_figure
+        from ..plotting import save_samples_figure
 
         samples = self.sample_preview()
         path = self.out / f"samples_{self.step:07d}.png"
@@ -630,73 +612,7 @@ class Trainer:
         return x.cpu()
 
 
-# ---------------------------------------------------------------------- loading trained models
-def load_model(
-    checkpoint: PathLike, device: Optional[Union[str, torch.device]] = None, use_ema: bool = True
-) -> Tuple[SDE, NetworkScore, TrainConfig]:
-    """Load a trained model for sampling or evaluation.
-
-    Args:
-        checkpoint: a run directory or a checkpoint file.
-        device: where to put the network (default CPU).
-        use_ema: load the EMA weights (the ones meant for sampling) rather than the raw ones.
-
-    Returns:
-        ``(sde, score_fn, config)``: the SDE, a :class:`~scoresde.NetworkScore` in eval mode (call
-        it as ``score_fn(x, t)`` with ``x`` ``[B, *config.event_shape]``, ``t`` ``[B]``) and the
-        resolved :class:`TrainConfig` of the run.
-
-    Raises:
-        CheckpointError: missing, corrupt or incompatible checkpoint.
-    """
-    from ..nets import build_network
-
-    state = load_checkpoint(checkpoint)
-    where = checkpoint_file(checkpoint)
-    try:
-        cfg = TrainConfig.from_json(state["config"])
-        if not cfg.is_resolved:
-            raise ConfigError("its configuration is incomplete")
-        sde = build_sde(cfg.sde, **cfg.sde_kwargs)
-        net = build_network(cfg.net, cfg.event_shape, **cfg.net_kwargs)
-    except (ConfigError, TypeError, ValueError) as e:
-        raise CheckpointError(f"{where} cannot be rebuilt: {e}") from None
-    if use_ema and "state" not in state["ema"]:
-        raise CheckpointError(f"{where} holds no EMA weights; load the raw weights (use_ema=False, --raw-weights)")
-    weights = state["ema"]["state"] if use_ema else state["model"]
-    bad = _first_nonfinite(weights)
-    if bad is not None:
-        raise CheckpointError(f"{where} (step {state['step']}) holds non-finite {'EMA ' if use_ema else ''}weights ({bad}); refused")
-    try:
-        net.load_state_dict(weights)
-    except (RuntimeError, KeyError, TypeError) as e:
-        raise CheckpointError(f"{where}: the stored weights do not fit the network: {e}") from None
-    net = net.to(torch.device(device) if device is not None else torch.device("cpu")).eval().requires_grad_(False)
-    return sde, build_score_model(net, sde, cfg.parameterization), cfg
-
-
-def read_config(checkpoint: PathLike) -> TrainConfig:
-    """The resolved :class:`TrainConfig` stored in a checkpoint (file or run directory)."""
-    state = load_checkpoint(checkpoint)
-    try:
-        return TrainConfig.from_json(state["config"])
-    except ConfigError as e:
-        raise CheckpointError(f"{checkpoint_file(checkpoint)}: {e}") from None
-
-
 # ---------------------------------------------------------------------- helpers
-def _first_nonfinite(tree: Any, prefix: str = "") -> Optional[str]:
-    """The name of the first floating tensor in a (nested) dict/list holding NaN or inf, or ``None``."""
-    if isinstance(tree, Tensor):
-        return (prefix or "a tensor") if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
-    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
-    for k, v in items:
-        bad = _first_nonfinite(v, f"{prefix}.{k}" if prefix else str(k))
-        if bad is not None:
-            return bad
-    return None
-
-
 def _lock_run_directory(out: Path, info: D.DistInfo) -> Optional[RunLock]:
     """Rank 0 locks ``out`` (:class:`~scoresde.training.runlock.RunLock`); every rank raises if it could not."""
     lock, error = None, None

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .config import ConfigError
+from .errors import ConfigError
 
 PathLike = Union[str, Path]
 

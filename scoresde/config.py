@@ -15,8 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from .._validation import MAX_SEED
-from ..errors import ConfigError
+from ._validation import MAX_SEED
+from .errors import ConfigError
 
 SDE_NAMES = ("vp", "subvp", "ve")
 NET_KINDS = ("auto", "mlp", "unet")

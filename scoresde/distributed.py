@@ -17,13 +17,12 @@ import datetime
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, List
+from typing import Any, List, Optional
 
 import torch
 import torch.distributed as dist
 
-from ..errors import DistributedError
-from .config import ConfigError
+from .errors import ConfigError, DistributedError
 
 #: Environment variable: seconds a collective operation may wait for the other processes.
 TIMEOUT_ENV = "SCORESDE_DIST_TIMEOUT"
@@ -120,15 +119,19 @@ def collective_failure(e: BaseException) -> DistributedError:
     )
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the ``torchrun`` process group if launched by it; otherwise describe a single process.
+def join_process_group(device: str = "cpu", timeout: Optional[datetime.timedelta] = None,
+                       backend: Optional[str] = None) -> DistInfo:
+    """The one process-group set-up: join the ``torchrun`` group if launched by it, else describe one process.
 
     Args:
-        device: the configured device (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``).
+        device: the configured device (``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``); under torchrun
+            ``"cuda"`` means ``cuda:LOCAL_RANK``.
+        timeout: bound on every collective of the group (default: :func:`collective_timeout`).
+        backend: ``"gloo"`` or ``"nccl"`` (default: NCCL for a CUDA device, gloo otherwise).
 
     Returns:
-        A :class:`DistInfo`. When the group already exists (e.g. the caller set it up), it is
-        used as is and left for the caller to destroy.
+        A :class:`DistInfo`. A group that already exists (the caller set it up) is used as it is and
+        left for the caller to destroy (``owns_group`` False).
     """
     if not launched_by_torchrun() and not (dist.is_available() and dist.is_initialized()):
         return DistInfo(device=resolve_device(device))
@@ -142,13 +145,19 @@ def init_distributed(device: str = "auto") -> DistInfo:
         return DistInfo(rank, world, local_rank, dev)
     if not dist.is_available():
         raise ConfigError("this torch build has no torch.distributed support; run without torchrun")
-    timeout = collective_timeout()
-    if dev.type == "cuda":
+    timeout = timeout or collective_timeout()
+    backend = backend or ("nccl" if dev.type == "cuda" else "gloo")
+    if backend == "nccl":
         torch.cuda.set_device(dev)
         dist.init_process_group("nccl", device_id=dev, timeout=timeout)
     else:
         dist.init_process_group("gloo", timeout=timeout)
     return DistInfo(rank, world, local_rank, dev, owns_group=True)
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """The process group of a training run (NCCL on CUDA, gloo on CPU): :func:`join_process_group`."""
+    return join_process_group(device)
 
 
 def shutdown(info: DistInfo, graceful: bool = False) -> None:
