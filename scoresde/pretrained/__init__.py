@@ -6,6 +6,8 @@ function ``score_fn(x, t)`` together with its SDE and data conventions, ready fo
 :func:`scoresde.sample` and the likelihood.
 
 * :func:`from_score_sde`: checkpoints of score_sde_pytorch (NCSN++, DDPM++ and DDPM; VE, VP and sub-VP).
+* :func:`from_diffusers`: diffusers pipeline folders (DDPM, DDIM and other DDPM-trained schedulers; score-SDE VE);
+  needs the ``diffusers`` extra, imported only when called.
 
 Example::
 
@@ -15,10 +17,12 @@ Example::
 """
 
 from .base import PretrainedModel, load_weights_file
+from .diffusers import DiffusersScore, from_diffusers
 from .score_sde import ScoreSDEScore, build_score_sde_network, from_score_sde, resolve_config, sde_from_config
 from .score_sde_configs import ALIASES, PUBLISHED_CONFIGS, config_names, published_config
 
 __all__ = [
     "PretrainedModel", "load_weights_file", "from_score_sde", "build_score_sde_network", "sde_from_config",
     "resolve_config", "ScoreSDEScore", "PUBLISHED_CONFIGS", "ALIASES", "config_names", "published_config",
+    "from_diffusers", "DiffusersScore",
 ]
