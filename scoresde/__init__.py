@@ -6,6 +6,7 @@ Conventions: data at ``t = 0``, prior at ``t = T = 1``; ``x`` is ``[B, *event]``
 
 from . import errors, guidance, noise
 from ._utils import append_dims
+from ._version import __version__  # noqa: F401  (the package version)
 from .errors import (
     DataError,
     DistributedError,
@@ -30,8 +31,6 @@ from .score import NetworkScore, as_score_fn, tweedie_denoise
 from .sde import SDE, VESDE, VPSDE, ReverseSDE, SubVPSDE
 from .smc import SMCResult, smc_inpaint
 from .solvers import GRIDS, SOLVERS, CountedScore, SampleResult, Solver, StepSolver, WrapperSolver, sample, solve
-
-__version__ = "0.1.0"
 
 __all__ = [
     "append_dims",

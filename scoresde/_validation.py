@@ -1,16 +1,32 @@
-"""Validators for user-supplied numbers: one place, one wording, used by the API and the CLI alike.
+"""The one validation layer: every public entry and every command-line option checks its values here.
 
-Each returns the clean value or raises ``ValueError`` naming the argument, what it got and what it
-needs. None of them truncates: ``1.7`` is not an integer and ``nan`` is not a number of steps.
+Each validator returns the clean value or raises an error (``OptionError`` by default; a caller may ask
+for another :class:`~scoresde.errors.ScoreSDEError` subclass, such as ``ConfigError`` for a training
+configuration) naming the argument, what it got and what it needs. None of them coerces silently:
+
+* counts are integers (``3`` and ``3.0`` pass; ``1.7``, ``nan``, ``True`` and ``"3"`` do not);
+* numbers are finite (``nan``, ``inf`` and ``1e400`` do not pass) and, where a range is stated, in it;
+* booleans are real booleans (``"false"`` is not ``False``); the command line's words
+  (``true/false``, ``yes/no``, ``on/off``, ``1/0``) are read by :func:`parse_bool`;
+* choices are exact, and a near miss gets a suggestion ("did you mean dpmpp_2m?");
+* seeds fit torch's signed 64-bit seed.
 """
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
-from typing import Any, Optional
+from typing import Any, Iterable, Optional, Type
 
-from .errors import OptionError
+from .errors import OptionError, ScoreSDEError
+
+__all__ = [
+    "integer", "positive_int", "nonneg_int", "seed_int", "MAX_SEED", "finite_float", "probability", "boolean",
+    "parse_bool", "choice", "suggest", "check_generator",
+]
+
+Error = Type[ScoreSDEError]
 
 
 def _is_integral(value: Any) -> bool:
@@ -19,45 +35,135 @@ def _is_integral(value: Any) -> bool:
     if isinstance(value, numbers.Integral):
         return True
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # 0-d tensor / numpy scalar
+        if getattr(value, "dtype", None) is not None and str(value.dtype) == "torch.bool":
+            return False
         value = value.item()
-        return isinstance(value, numbers.Integral) or (isinstance(value, float) and value.is_integer())
+        return isinstance(value, numbers.Integral) and not isinstance(value, bool) or (
+            isinstance(value, float) and math.isfinite(value) and value.is_integer())
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
 
 
 def integer(
-    value: Any, name: str, minimum: Optional[int] = None, allow_none: bool = False, maximum: Optional[int] = None
+    value: Any, name: str, minimum: Optional[int] = None, allow_none: bool = False, maximum: Optional[int] = None,
+    error: Error = OptionError, need: Optional[str] = None,
 ) -> Optional[int]:
-    """``value`` as an ``int`` in ``[minimum, maximum]`` (``3`` and ``3.0`` pass; ``1.7``, ``nan``, ``True`` and strings do not)."""
+    """``value`` as an ``int`` in ``[minimum, maximum]`` (``3`` and ``3.0`` pass; ``1.7``, ``nan``, ``True`` and strings do not).
+
+    ``need`` words the requirement in errors (default ``"an integer >= minimum"``).
+    """
     if value is None and allow_none:
         return None
+    need = need or ("an integer" if minimum is None else f"an integer >= {minimum}")
     if not _is_integral(value):
-        need = "an integer" if minimum is None else f"an integer >= {minimum}"
-        raise OptionError(f"{name} must be {need}, got {value!r}")
+        raise error(f"{name} must be {need}, got {value!r}")
     v = int(value.item() if hasattr(value, "item") else value)
     if minimum is not None and v < minimum:
-        raise OptionError(f"{name} must be an integer >= {minimum}, got {value!r}")
+        raise error(f"{name} must be {need}, got {value!r}")
     if maximum is not None and v > maximum:
-        raise OptionError(f"{name} must be an integer <= {maximum}, got {value!r}")
+        raise error(f"{name} must be an integer <= {maximum}, got {value!r}")
     return v
 
 
-def positive_int(value: Any, name: str, allow_none: bool = False) -> Optional[int]:
+def positive_int(value: Any, name: str, allow_none: bool = False, error: Error = OptionError,
+                 need: Optional[str] = None) -> Optional[int]:
     """``value`` as an integer ``>= 1``."""
-    return integer(value, name, minimum=1, allow_none=allow_none)
+    return integer(value, name, minimum=1, allow_none=allow_none, error=error, need=need)
 
 
-def nonneg_int(value: Any, name: str, allow_none: bool = False) -> Optional[int]:
+def nonneg_int(value: Any, name: str, allow_none: bool = False, error: Error = OptionError,
+               need: Optional[str] = None) -> Optional[int]:
     """``value`` as an integer ``>= 0``."""
-    return integer(value, name, minimum=0, allow_none=allow_none)
+    return integer(value, name, minimum=0, allow_none=allow_none, error=error, need=need)
 
 
 #: Seeds must fit torch's signed 64-bit seed; larger values fail deep inside ``manual_seed``.
 MAX_SEED = 2**63 - 1
 
 
-def seed_int(value: Any, name: str = "seed") -> int:
+def seed_int(value: Any, name: str = "seed", error: Error = OptionError) -> int:
     """``value`` as a seed in ``[0, 2**63 - 1]``."""
-    return integer(value, name, minimum=0, maximum=MAX_SEED)
+    return integer(value, name, minimum=0, maximum=MAX_SEED, error=error)
+
+
+def finite_float(
+    value: Any, name: str, positive: bool = False, allow_none: bool = False, minimum: Optional[float] = None,
+    maximum: Optional[float] = None, error: Error = OptionError,
+) -> Optional[float]:
+    """``value`` as a finite ``float`` (``> 0`` with ``positive``; in ``[minimum, maximum]`` when given).
+
+    Strings and booleans are refused (``"0.5"`` is not a number here; the command line parses its text first).
+    """
+    if value is None and allow_none:
+        return None
+    try:
+        if isinstance(value, (bool, str, bytes)) or (hasattr(value, "dtype") and str(value.dtype) == "torch.bool"):
+            raise TypeError
+        v = float(value)
+    except (TypeError, ValueError, OverflowError, RuntimeError):
+        raise error(f"{name} must be a number, got {value!r}") from None
+    if not math.isfinite(v) or (positive and not v > 0):
+        raise error(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+    if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
+        lo = "-inf" if minimum is None else f"{minimum:g}"
+        hi = "inf" if maximum is None else f"{maximum:g}"
+        raise error(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+    return v
+
+
+def probability(value: Any, name: str, allow_none: bool = False, error: Error = OptionError) -> Optional[float]:
+    """``value`` as a finite number in ``[0, 1]``."""
+    return finite_float(value, name, allow_none=allow_none, minimum=0.0, maximum=1.0, error=error)
+
+
+def boolean(value: Any, name: str, allow_none: bool = False, error: Error = OptionError) -> Optional[bool]:
+    """``value`` as a ``bool``: only ``True`` and ``False`` pass (``1``, ``"false"`` and ``"yes"`` do not)."""
+    if value is None and allow_none:
+        return None
+    if not isinstance(value, bool):
+        raise error(f"{name} must be True or False, got {value!r}")
+    return value
+
+
+_TRUE_WORDS = ("true", "yes", "on", "1")
+_FALSE_WORDS = ("false", "no", "off", "0")
+
+
+def parse_bool(text: str, name: str, error: Error = OptionError) -> bool:
+    """A command-line word as a bool: ``true/yes/on/1`` or ``false/no/off/0`` (any case); anything else is refused."""
+    word = str(text).strip().lower()
+    if word in _TRUE_WORDS:
+        return True
+    if word in _FALSE_WORDS:
+        return False
+    raise error(f"{name} must be true or false (or yes/no, on/off, 1/0), got {text!r}")
+
+
+def suggest(value: Any, valid: Iterable[str]) -> str:
+    """``"; did you mean X?"`` for the closest valid name (case- and punctuation-insensitive), or ``""``."""
+    valid = [str(v) for v in valid]
+    key = lambda s: "".join(c for c in str(s).lower().replace("+", "p") if c.isalnum())  # noqa: E731  (dpm++ ~ dpmpp)
+    by_key = {key(v): v for v in valid}
+    k = key(value)
+    if not k:
+        return ""
+    if k in by_key:
+        return f"; did you mean {by_key[k]}?"
+    prefixed = sorted((v for v in by_key if len(k) >= 3 and v.startswith(k)), key=len)
+    if prefixed:
+        return f"; did you mean {by_key[prefixed[0]]}?"
+    close = difflib.get_close_matches(k, list(by_key), n=1, cutoff=0.6)
+    return f"; did you mean {by_key[close[0]]}?" if close else ""
+
+
+def choice(value: Any, name: str, valid: Iterable[str], allow_none: bool = False, error: Error = OptionError) -> Any:
+    """``value`` if it is one of ``valid`` (exactly), else an error listing them, with a suggestion for a near miss."""
+    valid = list(valid)
+    if value is None and allow_none:
+        return None
+    if isinstance(value, str) and value in valid:
+        return value
+    hint = suggest(value, valid)
+    raise error(f"{name} must be one of {', '.join(map(str, valid))}; got {value!r}" + (f" ({hint[2:]})" if hint else ""))
 
 
 def check_generator(generator: Any, name: str = "generator") -> None:
@@ -72,18 +178,3 @@ def check_generator(generator: Any, name: str = "generator") -> None:
             f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}; "
             "for a seed use torch.Generator().manual_seed(seed)"
         )
-
-
-def finite_float(value: Any, name: str, positive: bool = False, allow_none: bool = False) -> Optional[float]:
-    """``value`` as a finite ``float`` (and ``> 0`` with ``positive``)."""
-    if value is None and allow_none:
-        return None
-    try:
-        if isinstance(value, (bool, str)):
-            raise TypeError
-        v = float(value)
-    except (TypeError, ValueError):
-        raise OptionError(f"{name} must be a number, got {value!r}") from None
-    if not math.isfinite(v) or (positive and not v > 0):
-        raise OptionError(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
-    return v

@@ -15,6 +15,7 @@ they split the work into batches, report progress (:mod:`scoresde.progress`) and
 from __future__ import annotations
 
 import math
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +28,8 @@ from .errors import DataError, OptionError, ShapeError
 from .progress import Progress, ScoreProgress
 
 __all__ = ["SampleBatch", "DatasetLikelihood", "EvaluationResult", "draw_samples", "draw_class_samples", "dataset_likelihood",
-           "choose_trace", "evaluate_run", "EXACT_TRACE_MAX_DIM"]
+           "choose_trace", "evaluate_run", "evaluate_model", "EXACT_TRACE_MAX_DIM", "get_quality_classifier", "quality_hook",
+           "CLASSIFIER_FILE"]
 
 #: Largest dimension for which ``trace="auto"`` computes the exact divergence (``D`` VJPs per
 #: evaluation); above it the Hutchinson estimator (one VJP per probe) is used.
@@ -212,6 +214,7 @@ def dataset_likelihood(
     *,
     levels: Optional[int] = None,
     data_range: Optional[Tuple[float, float]] = None,
+    dequantization: Optional[Tuple[float, float]] = None,
     trace: str = "auto",
     n_probes: int = 1,
     repeats: int = 1,
@@ -229,8 +232,9 @@ def dataset_likelihood(
         x: data ``[N, *event]`` in the model's range (quantised data: on the levels of
             :func:`scoresde.data.to_model_range`).
         levels, data_range: for quantised data, the number of levels and the ``(lo, hi)`` the
-            levels were mapped to; bits/dim then use uniform dequantization
-            (:func:`scoresde.bits_per_dim` with :func:`scoresde.data.dequantization_range`).
+            levels were mapped to; bits/dim then use uniform dequantization (:func:`scoresde.bits_per_dim`).
+        dequantization: the interval the dequantization bins tile on the model's scale (default:
+            :func:`scoresde.data.dequantization_range` of ``levels`` and ``data_range``, bins centred on the levels).
         trace: ``"auto"`` (see :func:`choose_trace`), ``"exact"`` or ``"hutchinson"``.
         n_probes: Hutchinson probes; repeats: dequantization draws (quantised data).
         batch_size: examples per ODE solve.
@@ -266,10 +270,10 @@ def dataset_likelihood(
             score.segment(100.0 * start / n, 100.0 * b / n, passes=repeats if levels else 1)
             if levels:
                 lo, hi = data_range or (-1.0, 1.0)
-                res = bits_per_dim(sde, score, to_levels(xb, levels, (lo, hi)), levels=levels,
-                                   data_range=dequantization_range(levels, (lo, hi)), repeats=repeats,
-                                   generator=generator, **options)
-                width = (hi - lo) / (levels - 1)
+                bins = dequantization or dequantization_range(levels, (lo, hi))
+                res = bits_per_dim(sde, score, to_levels(xb, levels, (lo, hi)), levels=levels, data_range=bins,
+                                   repeats=repeats, generator=generator, **options)
+                width = (bins[1] - bins[0]) / levels
                 bpd = res.bits_per_dim.detach().cpu().double()
                 bpds.append(bpd)
                 # log p of the dequantized points: -(bpd D ln 2) - D log(bin width)
@@ -307,8 +311,24 @@ class EvaluationResult:
         return out
 
 
-def evaluate_run(
-    checkpoint: Union[str, Path],
+def evaluate_run(checkpoint: Union[str, Path], classifier: Any, *, device: Union[str, torch.device] = "cpu",
+                 use_ema: bool = True, **options: Any) -> EvaluationResult:
+    """Sample quality and test bits/dim of a run trained by scoresde: :func:`evaluate_model` of its model.
+
+    Args:
+        checkpoint: a run directory or checkpoint file.
+        classifier: a :class:`scoresde.metrics.QualityClassifier` trained on the run's data set.
+        device: where to put the model.
+        use_ema: load the EMA weights (default) rather than the raw ones.
+        **options: the options of :func:`evaluate_model`.
+    """
+    from .pretrained.spec import from_run
+
+    return evaluate_model(from_run(checkpoint, use_ema=use_ema, device=torch.device(device)), classifier, **options)
+
+
+def evaluate_model(
+    model: Any,
     classifier: Any,
     *,
     data_dir: Optional[Union[str, Path]] = None,
@@ -320,72 +340,152 @@ def evaluate_run(
     likelihood_options: Optional[Dict[str, Any]] = None,
     threshold: float = 0.9,
     seed: int = 0,
-    device: Union[str, torch.device] = "cpu",
-    use_ema: bool = True,
     progress: Optional[bool] = None,
     guidance: Optional[float] = None,
     **solver_options: Any,
 ) -> EvaluationResult:
-    """Sample quality and test bits/dim of a trained image model.
+    """Sample quality and test bits/dim of an image model (a run, or a published model).
 
     Args:
-        checkpoint: a run directory or checkpoint file.
-        classifier: a :class:`scoresde.metrics.QualityClassifier` trained on the run's data set.
+        model: a :class:`scoresde.pretrained.PretrainedModel` (:func:`scoresde.pretrained.spec.load_model_spec`).
+        classifier: a :class:`scoresde.metrics.QualityClassifier` trained on the model's data set.
         data_dir: the data folder (default: the run's, then ``SCORESDE_DATA``).
         num: samples to draw; solver, steps, batch_size, solver_options: how.
         likelihood_num: test images for bits/dim (0: skip); likelihood_options: for
             :func:`dataset_likelihood` (default: Hutchinson, dopri5 at ``rtol = atol = 1e-5``).
         threshold: the confidence threshold.
         seed: seed of the samples and of the likelihood's noise.
-        device, use_ema: where, and which weights.
         progress: as in :func:`draw_samples`.
-        guidance: for a class-conditional run, sample every class in turn (:func:`draw_class_samples`)
+        guidance: for a class-conditional model, sample every class in turn (:func:`draw_class_samples`)
             with classifier-free guidance of this weight (0: the plain conditional score); ``None``
             samples the unconditional score (the null label). Bits/dim are always unconditional.
 
     Returns:
         An :class:`EvaluationResult`.
     """
-    from .checkpoint import load_model
-    from .data import get_dataset
+    from .data import get_dataset, to_levels, to_model_range
     from .metrics import sample_quality
 
-    device = torch.device(device)
-    sde, score, cfg = load_model(checkpoint, device=device, use_ema=use_ema)
-    if len(cfg.event_shape) != 3:
-        raise ShapeError(f"evaluate needs an image model; this run's examples have shape {tuple(cfg.event_shape)}")
-    if list(classifier.event_shape) != list(cfg.event_shape):
+    device, event = model.device, tuple(model.event_shape)
+    if len(event) != 3:
+        raise ShapeError(f"evaluate needs an image model; this model's examples have shape {event}")
+    if list(classifier.event_shape) != list(event):
         raise ShapeError(f"the classifier was trained on images of shape {tuple(classifier.event_shape)} "
-                         f"({classifier.data}) but the model makes images of shape {tuple(cfg.event_shape)}")
-    data_dir = data_dir or cfg.data_dir
+                         f"({classifier.data}) but the model makes images of shape {event}")
+    cfg = model.run_config
+    data_dir = data_dir or (cfg.data_dir if cfg is not None else None)
     if data_dir is not None and not Path(data_dir).exists():
         data_dir = None  # the run was trained elsewhere: fall back to SCORESDE_DATA
-    test = get_dataset(cfg.data, data_dir=data_dir, split="test")
+    test = get_dataset(model.data, data_dir=data_dir, split="test")
     if test.data.shape[0] < 2:
-        raise DataError(f"the test split of {cfg.data} has fewer than 2 images")
+        raise DataError(f"the test split of {model.data} has fewer than 2 images")
+    if test.discrete_levels and tuple(test.data_range) != tuple(model.data_range):  # the same pixels on the model's scale
+        test.data = to_model_range(to_levels(test.data, test.discrete_levels, tuple(test.data_range)), test.discrete_levels,
+                                   tuple(model.data_range))
     gen = torch.Generator(device=device).manual_seed(seed)
     options = dict(solver=solver, steps=steps, batch_size=batch_size, generator=gen, device=device, progress=progress,
                    desc=f"sample ({solver})", **solver_options)
+    score = model.score_fn
     if guidance is None:
-        drawn = draw_samples(sde, score, num, cfg.event_shape, **options)
+        drawn = draw_samples(model.sde, score, num, event, **options)
     else:
         from .errors import LabelError
         from .guidance import classifier_free
 
-        if not score.is_conditional:
+        if not getattr(score, "is_conditional", False):
             raise LabelError("guidance needs a class-conditional run (train it with --conditional)")
         w = float(guidance)
-        drawn = draw_class_samples(sde, lambda k: classifier_free(score, k, w), num, score.num_classes, cfg.event_shape,
+        drawn = draw_class_samples(model.sde, lambda k: classifier_free(score, k, w), num, score.num_classes, event,
                                    **options)
-    quality = sample_quality(classifier, drawn.samples, test.data, threshold=threshold)
+    samples = _to_classifier_scale(drawn.samples, model, classifier)
+    quality = sample_quality(classifier, samples, _to_classifier_scale(test.data, model, classifier), threshold=threshold)
     lik = None
     if likelihood_num:
         opts = dict(trace="hutchinson", rtol=1e-5, atol=1e-5)
         opts.update(likelihood_options or {})
-        x = test.data[:likelihood_num]
-        lik = dataset_likelihood(sde, score, x, levels=cfg.discrete_levels, data_range=tuple(cfg.data_range or (-1, 1)),
+        lik = dataset_likelihood(model.sde, score, test.data[:likelihood_num], levels=model.discrete_levels,
+                                 data_range=tuple(model.data_range), dequantization=model.dequantization_range(),
                                  generator=torch.Generator(device=device).manual_seed(seed), device=device,
                                  progress=progress, desc="test bits/dim", **opts)
     sampling = {"solver": solver, "steps": steps, "nfe": drawn.nfe, "seconds": round(drawn.seconds, 2), "num": num,
                 "guidance": guidance}
     return EvaluationResult(quality, lik, drawn.samples, sampling)
+
+
+def _to_classifier_scale(x: Tensor, model: Any, classifier: Any) -> Tensor:
+    """Images on the model's scale mapped affinely to the classifier's data range (``[0, 1]`` -> ``[-1, 1]``, say)."""
+    lo, hi = (float(v) for v in model.data_range)
+    clo, chi = (float(v) for v in classifier.data_range)
+    if (lo, hi) == (clo, chi):
+        return x
+    return clo + (chi - clo) * (x - lo) / (hi - lo)
+
+
+# ---------------------------------------------------------------------- the quality classifier of a run
+#: File name of the sample-quality classifier inside a run directory.
+CLASSIFIER_FILE = "classifier.pt"
+#: Samples and DDIM steps of the periodic quality report of ``train --eval-every``.
+EVAL_SAMPLES, EVAL_STEPS = 256, 50
+
+
+def get_quality_classifier(path: Optional[Union[str, Path]], run: Union[str, Path], data: str,
+                           data_dir: Optional[Union[str, Path]], device: Any, quiet: bool = False) -> Any:
+    """The quality classifier at ``path`` or ``RUN/classifier.pt``; trained on ``data`` and saved there when neither exists.
+
+    Returns:
+        A :class:`scoresde.metrics.QualityClassifier` on ``device``.
+    """
+    from .metrics import load_quality_classifier, train_quality_classifier
+
+    if path is not None:
+        return load_quality_classifier(path, device=device)
+    run = Path(run)
+    default = (run if run.is_dir() else run.parent) / CLASSIFIER_FILE
+    if default.is_file():
+        return load_quality_classifier(default, device=device)
+    if not quiet:
+        print(f"note: no classifier at {default}; training one on {data} (done once, saved there)", file=sys.stderr, flush=True)
+    clf = train_quality_classifier(data, data_dir=data_dir, device=device, progress=False if quiet else None)
+    clf.save(default)
+    if not quiet:
+        print(f"classifier: test accuracy {100 * clf.test_accuracy:.2f}%, saved to {default}", file=sys.stderr, flush=True)
+    return clf.to(device)
+
+
+def quality_hook(trainer: Any, every: int, classifier: Optional[str], quiet: bool = False,
+                 num: Optional[int] = None, steps: Optional[int] = None) -> Callable[[Any], Optional[Dict[str, Any]]]:
+    """A :attr:`~scoresde.training.Trainer.on_checkpoint` hook: sample quality every ``every`` steps.
+
+    Draws ``num`` DDIM samples (``steps`` steps; default :data:`EVAL_SAMPLES`, :data:`EVAL_STEPS`) from the EMA
+    weights, measures them with the quality classifier against the test split and returns the figures (which
+    the trainer logs); also prints one line on stderr. The classifier is loaded (or trained and saved into the
+    run) once, here.
+
+    Raises:
+        ShapeError: the run's model is not an image model.
+    """
+    from .checkpoint import LATEST
+    from .data import get_dataset
+    from .metrics import reference_statistics, sample_quality
+
+    cfg = trainer.config
+    num, steps = num or EVAL_SAMPLES, steps or EVAL_STEPS
+    if len(cfg.event_shape) != 3:
+        raise ShapeError("--eval-every measures image models only")
+    if not trainer.dist.is_main:
+        return lambda t: None
+    clf = get_quality_classifier(classifier, Path(cfg.out) / LATEST, cfg.data, cfg.data_dir, trainer.device, quiet)
+    ref = reference_statistics(clf, get_dataset(cfg.data, data_dir=cfg.data_dir, split="test").data)
+
+    def hook(t: Any) -> Optional[Dict[str, Any]]:
+        if t.step % every and t.step != t.config.steps:
+            return None
+        gen = torch.Generator(device=t.device).manual_seed(cfg.seed)
+        x = draw_samples(t.sde, t.ema_model, num, cfg.event_shape, solver="ddim", steps=steps, generator=gen,
+                         device=t.device, progress=False).samples
+        q = sample_quality(clf, x, ref)
+        if not quiet:
+            print(f"\nstep {t.step}: {q.summary()}", file=sys.stderr, flush=True)
+        return {"fld": q.fld, "confident_fraction": q.confident_fraction, "min_class_fraction": q.min_class_fraction}
+
+    return hook

@@ -40,6 +40,7 @@ from torch import Tensor
 from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel
 from .errors import DataError, IncompatibleSDEError, OptionError, ShapeError
 from .noise import rand, randn_like
+from .score import score_to_eps
 from .sde.base import SDE
 
 WEIGHTINGS = ("std2", "likelihood", "min_snr")
@@ -165,13 +166,10 @@ def _check_options(
         raise OptionError("importance_sampling applies to weighting='likelihood' only")
 
 
-def _predict_eps(model: Any, x_t: Tensor, t: Tensor, std: Tensor, y: Optional[Tensor] = None) -> Tensor:
+def _predict_eps(sde: SDE, model: Any, x_t: Tensor, t: Tensor, y: Optional[Tensor] = None) -> Tensor:
     """Noise prediction ``eps_hat = -std(t) s(x_t, t[, y])`` from a NetworkScore (or any score function)."""
     extra = () if y is None else (y,)
-    if hasattr(model, "eps"):
-        out = model.eps(x_t, t, *extra)
-    else:
-        out = -append_dims(std, x_t.ndim) * model(x_t, t, *extra)
+    out = model.eps(x_t, t, *extra) if hasattr(model, "eps") else score_to_eps(sde, model(x_t, t, *extra), t)
     if out.shape != x_t.shape:
         raise ShapeError(f"the model returned shape {tuple(out.shape)} for x of shape {tuple(x_t.shape)}")
     return out
@@ -278,7 +276,7 @@ def dsm_loss(
 
     scale, std = sde.marginal_coeffs(t)  # [B] each
     x_t = append_dims(scale, x0.ndim) * x0 + append_dims(std, x0.ndim) * noise  # x_t ~ p_0t(. | x0)
-    eps_hat = _predict_eps(model, x_t, t, std, y)  # -std * s_theta(x_t, t[, y])
+    eps_hat = _predict_eps(sde, model, x_t, t, y)  # -std * s_theta(x_t, t[, y])
     err = batch_sum((eps_hat - noise) ** 2)  # ||eps_hat - eps||^2 = std^2 ||s_theta + eps/std||^2, [B]
 
     if weighting == "likelihood":

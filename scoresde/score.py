@@ -7,15 +7,14 @@ Exact scores (for Gaussian or mixture data) and trained networks plug into every
 
 from __future__ import annotations
 
-from typing import Callable, Literal, Optional
+from typing import Literal, Optional
 
 from torch import Tensor, nn
 
 from ._utils import append_dims
 from .errors import IncompatibleSDEError, LabelError, OptionError
-from .sde.base import SDE
+from .sde.base import SDE, ScoreFn
 
-ScoreFn = Callable[[Tensor, Tensor], Tensor]
 Parameterization = Literal["eps", "score", "x0"]
 PARAMETERIZATIONS = ("eps", "score", "x0")
 
@@ -132,6 +131,12 @@ def score_to_eps(sde: SDE, score: Tensor, t: Tensor) -> Tensor:
 def eps_to_score(sde: SDE, eps: Tensor, t: Tensor) -> Tensor:
     """Score ``-eps / std(t)`` from a noise prediction."""
     return -eps / append_dims(sde.marginal_coeffs(t)[1], eps.ndim).to(eps.dtype)
+
+
+def eps_to_x0(sde: SDE, x: Tensor, eps: Tensor, t: Tensor) -> Tensor:
+    """Data prediction ``x0 = (x - std(t) eps) / scale(t)`` from a noise prediction."""
+    scale, std = sde.marginal_coeffs(t)
+    return (x - append_dims(std, x.ndim) * eps) / append_dims(scale, x.ndim)
 
 
 def score_to_x0(sde: SDE, x: Tensor, score: Tensor, t: Tensor) -> Tensor:

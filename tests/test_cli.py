@@ -175,16 +175,38 @@ def test_bad_training_input(tmp_path, capsys):
     [
         ["train", "--bogus-option"],
         ["train", "--steps", "0"],
-        ["train", "--sde", "cld"],
         ["train", "--lr", "-1"],
-        ["sample", "--solver", "nope"],
-        ["likelihood", "--trace", "approx"],
-        ["frobnicate"],
     ],
 )
 def test_malformed_command_lines_exit_2(argv, capsys):
     code, _, err = run(argv, capsys)
     assert code == 2 and "Traceback" not in err and "error:" in err
+    assert len(err.strip().splitlines()) == 1 and "usage:" not in err  # one line, no usage block
+
+
+@pytest.mark.parametrize(
+    "argv,suggestion",
+    [
+        (["train", "--sde", "cld"], None),
+        (["train", "--sde", "VP"], "vp"),
+        (["sample", "--solver", "nope"], None),
+        (["sample", "--solver", "dpm++"], "dpmpp_2m"),
+        (["sample", "--solver", "DPMPP_2M"], "dpmpp_2m"),
+        (["sample", "--grid", "karas"], "karras"),
+        (["likelihood", "--trace", "approx"], None),
+        (["likelihood", "--trace", "hutchinsn"], "hutchinson"),
+        (["train", "--weighting", "likelyhood"], "likelihood"),
+        (["smaple"], "sample"),
+        (["frobnicate"], None),
+    ],
+)
+def test_a_mistyped_choice_is_one_line_with_a_suggestion(argv, suggestion, capsys):
+    code, _, err = run(argv, capsys)
+    assert code == 1 and "Traceback" not in err and "usage:" not in err, err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("scoresde: error:"), err
+    assert "unknown" in err
+    if suggestion is not None:
+        assert f"did you mean {suggestion}?" in err, err
 
 
 def test_bad_sampling_and_likelihood_input(trained, tmp_path, capsys):

@@ -72,7 +72,7 @@ def test_cli_sample_with_class_and_guidance(gmm_run, tmp_path, capsys):
     assert "classifier-free guidance w = 1.5" in capsys.readouterr().out
     for argv, msg in (
         (["--class", "8"], r"\[0, 8\)"),
-        (["--guidance", "2"], "need --class"),
+        (["--guidance", "2"], "needs --class"),
         (["--class", "1", "--classifier-scale", "2"], "--classifier PATH"),
     ):
         assert main(["sample", "--checkpoint", str(gmm_run), "--out", str(out), "--num", "4", *argv]) == 1
@@ -116,7 +116,7 @@ def test_cli_sample_every_class_in_turn(gmm_run, tmp_path, capsys):
     assert x.shape == (40, 2) and float(hit.float().mean()) > 0.9
     # without classes to go through: the usual error
     assert main(["sample", "--checkpoint", str(gmm_run), "--guidance", "1", "--out", str(tmp_path / "c.npy")]) == 1
-    assert "need --class K" in capsys.readouterr().err
+    assert "needs --class K" in capsys.readouterr().err
 
 
 def test_draw_class_samples_interleaves_the_classes():

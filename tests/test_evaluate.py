@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from scoresde.cli import _advise_cpu, main
+from scoresde.cli import main
+from scoresde.cli.train import _advise_cpu
 from scoresde.config import ConfigError
 from scoresde.data import get_dataset
 from scoresde.errors import DataError
@@ -159,8 +160,8 @@ def test_image_data_without_a_folder_names_the_environment_variable(monkeypatch,
 
 
 def test_training_logs_sample_quality_at_checkpoints(images, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr("scoresde.evaluate_cli.EVAL_SAMPLES", 8)
-    monkeypatch.setattr("scoresde.evaluate_cli.EVAL_STEPS", 3)
+    monkeypatch.setattr("scoresde.evaluate.EVAL_SAMPLES", 8)
+    monkeypatch.setattr("scoresde.evaluate.EVAL_STEPS", 3)
     net = LeNet(1, 11)
     QualityClassifier(net.eval(), "test", [1, 28, 28], [-1.0, 1.0], 1.0, reject_class=10).save(tmp_path / "clf.pt")
     code, _, err = run(["train", "--data", images, *TINY_UNET, "--steps", "4", "--batch-size", "8", "--checkpoint-every", "2",

@@ -56,7 +56,7 @@ def _check_levels(levels: int, data_range: Tuple[float, float]) -> Tuple[int, fl
     levels = integer(levels, "levels", minimum=2)
     lo, hi = (float(v) for v in data_range)
     if not hi > lo:
-        raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")
+        raise OptionError(f"data_range must be (lo, hi) with lo < hi, got {data_range}")
     return levels, lo, hi
 
 
@@ -170,6 +170,8 @@ def _is_array_path(spec: str) -> bool:
 #: Prefix of a folder-of-images spec: ``"folder:PATH"``.
 FOLDER_PREFIX = "folder:"
 CIFAR10 = "cifar10"
+#: The named data sets that live in a data folder (``data_dir`` / ``SCORESDE_DATA``).
+DATA_DIR_SETS = (*MNIST_DATASETS, CIFAR10)
 
 
 def get_dataset(
@@ -211,7 +213,7 @@ def get_dataset(
         ValueError: bad ``split`` or ``n``.
     """
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise OptionError(f"split must be one of {SPLITS}, got {split!r}")
     if n is not None:
         n = positive_int(n, "n")
     spec = os.fspath(spec)
@@ -295,5 +297,5 @@ __all__ = [
     "load_mnist", "read_idx", "resolve_mnist_dir", "check_mnist_md5", "MNIST_DATASETS", "MNIST_MD5", "MNIST_RAW_MD5", "SPLITS",
     "load_cifar10", "resolve_cifar10", "check_cifar10_md5", "CIFAR10_CLASSES", "CIFAR10_MD5",
     "load_image_folder", "FolderImages", "IMAGE_EXTENSIONS", "FOLDER_PREFIX", "random_hflip",
-    "DEFAULT_TOY_SIZE", "DEFAULT_RANGE", "DATA_ENV", "default_data_dir",
+    "DEFAULT_TOY_SIZE", "DEFAULT_RANGE", "DATA_ENV", "default_data_dir", "DATA_DIR_SETS",
 ]

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 
 from .._utils import check_memory
-from ..errors import DataError
+from ..errors import DataError, OptionError
 from .mnist import SPLITS, md5sum
 from .safe_pickle import loads_plain
 
@@ -73,7 +73,7 @@ BIN_ARCHIVE, PY_ARCHIVE = "cifar-10-binary.tar.gz", "cifar-10-python.tar.gz"
 def batch_names(split: str) -> Tuple[str, ...]:
     """The batch names of a split, without the ``.bin`` suffix of the binary distribution."""
     if split not in SPLITS:
-        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        raise OptionError(f"split must be one of {SPLITS}, got {split!r}")
     return tuple(f"data_batch_{i}" for i in range(1, 6)) if split == "train" else ("test_batch",)
 
 

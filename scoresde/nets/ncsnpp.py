@@ -199,8 +199,7 @@ class NCSNpp(nn.Module):
                 else:
                     level.resample = add(resblock(ch, up=True))
             self._up.append(level)
-        if skip_channels:
-            raise AssertionError("unbalanced skip connections")  # a bug, not a user error
+        assert not skip_channels, "unbalanced skip connections"  # a bug, not a user error
 
         # ---- output head
         self._head = [] if progressive == "output_skip" else [add(L.group_norm(ch)), add(L.conv3x3(ch, num_channels, init_scale=init_scale))]

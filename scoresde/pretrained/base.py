@@ -40,6 +40,14 @@ class PretrainedModel:
         num_classes: number of classes of a class-conditional model, ``None`` otherwise.
         config: the configuration used to build the network, as plain data (JSON-friendly).
         info: importer-specific details (e.g. training step, which weights were loaded).
+        data: the data set the model was trained on, when known (``"cifar10"``, ``"mnist"``, a path).
+        discrete_levels: number of grey levels of its (quantised) data, 256 for 8-bit images; ``None``
+            for continuous data.
+        run_config: for a run trained by scoresde, its :class:`~scoresde.config.TrainConfig`.
+        dequantization: the interval ``(lo, hi)`` that the dequantization bins of the ``discrete_levels`` levels
+            tile on the model's scale, as the model's own evaluation defines bits/dim (score_sde: the data
+            range, bins of width ``(hi - lo) / 256``); ``None``: bins centred on the levels of
+            :func:`scoresde.data.to_model_range` (:func:`scoresde.data.dequantization_range`).
     """
 
     sde: SDE
@@ -52,6 +60,18 @@ class PretrainedModel:
     num_classes: Optional[int] = None
     config: Dict[str, Any] = field(default_factory=dict)
     info: Dict[str, Any] = field(default_factory=dict)
+    data: Optional[str] = None
+    discrete_levels: Optional[int] = 256
+    run_config: Optional[Any] = None
+    dequantization: Optional[Tuple[float, float]] = None
+
+    def dequantization_range(self) -> Tuple[float, float]:
+        """The ``data_range`` to give :func:`scoresde.bits_per_dim` for this model's quantised data."""
+        if self.dequantization is not None:
+            return tuple(self.dequantization)
+        from ..data import dequantization_range
+
+        return dequantization_range(self.discrete_levels or 256, tuple(self.data_range))
 
     def to(self, device: Union[str, torch.device]) -> "PretrainedModel":
         """Move the network (and so ``score_fn``) to ``device`` in place; returns ``self``."""

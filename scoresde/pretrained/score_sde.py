@@ -395,7 +395,13 @@ def from_score_sde(checkpoint: PathLike, config: ConfigLike, *, use_ema: bool = 
         sde=sde, score_fn=score, network=network, event_shape=(kw["num_channels"], kw["image_size"], kw["image_size"]),
         centered=kw["centered"], data_range=(-1.0, 1.0) if kw["centered"] else (0.0, 1.0),
         source=f"score_sde:{path} ({label})", num_classes=None, config=cfg, info=info,
+        data=_DATASETS.get(str(cfg["data"].get("dataset", "")).lower(), cfg["data"].get("dataset")), discrete_levels=256,
+        dequantization=(-1.0, 1.0) if kw["centered"] else (0.0, 1.0),  # their likelihood: (255 k + u) / 256, scaled
     )
+
+
+#: score_sde's data set names -> scoresde's (``--data``); others are kept as they are.
+_DATASETS = {"cifar10": "cifar10"}
 
 
 __all__ = ["from_score_sde", "build_score_sde_network", "sde_from_config", "resolve_config", "ScoreSDEScore"]

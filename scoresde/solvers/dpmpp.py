@@ -38,6 +38,7 @@ from .._validation import finite_float
 from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
+from .registry import register
 
 #: Why the few-step solvers end at ``eps`` without the final Tweedie step by default.
 DENOISE_NOTE = """At a fixed budget of score evaluations, the final denoising step costs one step of the
@@ -146,6 +147,7 @@ class DPMSolverPP(StepSolver):
         return x_next, {"i": state["i"] + 1, "n": state["n"], "history": history[-keep:] if keep else []}
 
 
+@register
 class DPMSolverPP2M(DPMSolverPP):
     """DPM-Solver++(2M) (Lu et al. 2022, Algorithm 2): second order, one score evaluation per step.
 
@@ -158,6 +160,7 @@ class DPMSolverPP2M(DPMSolverPP):
         super().__init__(order=2, lower_order_final=lower_order_final)
 
 
+@register
 class DPMSolverPP3M(DPMSolverPP):
     """DPM-Solver++(3M): third order multistep, one score evaluation per step.
 
@@ -170,6 +173,7 @@ class DPMSolverPP3M(DPMSolverPP):
         super().__init__(order=3, lower_order_final=lower_order_final)
 
 
+@register
 class DPMSolverPP2MSDE(DPMSolverPP):
     """SDE-DPM-Solver++(2M): the second-order multistep solver of the reverse SDE (``eta = 1``).
 
@@ -184,6 +188,7 @@ class DPMSolverPP2MSDE(DPMSolverPP):
         super().__init__(order=2, lower_order_final=lower_order_final, eta=eta)
 
 
+@register
 class DPMSolverPP3MSDE(DPMSolverPP):
     """SDE-DPM-Solver++(3M): the third-order multistep update with the reverse SDE's noise (``eta = 1``).
 

@@ -18,6 +18,7 @@ from .._validation import finite_float
 from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
+from .registry import register
 
 
 def denoiser(ctx: SolveContext, x_scaled: Tensor, t: Tensor) -> Tensor:
@@ -32,6 +33,7 @@ def denoiser(ctx: SolveContext, x_scaled: Tensor, t: Tensor) -> Tensor:
     return score_to_x0(sde, x, ctx.score(x, t), t)
 
 
+@register
 class EDM(StepSolver):
     """Karras et al. (2022), Algorithm 2: Heun on the noise level with stochastic churn.
 

@@ -18,6 +18,7 @@ from .._validation import positive_int
 from ..errors import OptionError
 from .base import SolveContext, StepSolver
 from .edm import denoiser
+from .registry import register
 
 #: Adams–Bashforth weights for equal steps, newest slope first (orders 1 to 4).
 AB_WEIGHTS = {
@@ -43,6 +44,7 @@ def variable_ab_weights(sigmas: List[Tensor], sigma_next: Tensor) -> Tensor:
     return torch.linalg.solve(V, rhs)
 
 
+@register
 class IPNDM(StepSolver):
     """iPNDM: Adams–Bashforth up to ``max_order`` on ``dx~/dsigma``, warm-started at lower orders.
 

@@ -14,6 +14,7 @@ from ..errors import OptionError
 from ..sde.base import SDE
 from . import registry
 from .base import SolveContext, StepSolver, WrapperSolver
+from .registry import register
 
 
 def langevin_correct(ctx: SolveContext, x: Tensor, t: Tensor, alpha: Tensor, snr: float, n_steps: int) -> Tensor:
@@ -57,6 +58,7 @@ def _snr(snr: Any) -> float:
     return finite_float(snr, "snr", positive=True)
 
 
+@register
 class Langevin(StepSolver):
     """Corrector-only sampling: Langevin MCMC at each time of the grid, no predictor.
 
@@ -82,6 +84,7 @@ class Langevin(StepSolver):
         return langevin_correct(ctx, x, t_next, alpha, self.snr, self.corrector_steps), state
 
 
+@register
 class PredictorCorrector(WrapperSolver):
     """Predictor–corrector sampler (Song et al. 2021, Algorithm 1).
 
@@ -183,6 +186,7 @@ def langevin_step_ratio(gamma: float, steps_per_level: int) -> float:
     return float(minimize_scalar(miss, bounds=(1e-9, 0.999), method="bounded", options={"xatol": 1e-10}).x)
 
 
+@register
 class AnnealedLangevin(StepSolver):
     """Annealed Langevin dynamics of NCSN (Song & Ermon 2019, Algorithm 1; defaults of Song & Ermon 2020).
 

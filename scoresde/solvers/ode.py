@@ -22,9 +22,12 @@ from ..flow import (
     integrate_flow,
     make_divergence,
 )
+from ..score import eps_to_x0, score_to_eps
 from .base import Callback, SolveContext, Solver, StepSolver
+from .registry import register
 
 
+@register
 class ProbabilityFlowODE(Solver):
     """The probability-flow ODE ``dx/dt = f(x, t) - 1/2 g(t)^2 score(x, t)`` from ``T`` to ``eps``.
 
@@ -115,6 +118,7 @@ class ProbabilityFlowODE(Solver):
         return sol.y, sol.states
 
 
+@register
 class DDIM(StepSolver):
     """DDIM (Song, Meng & Ermon 2020), deterministic for ``eta = 0``.
 
@@ -144,10 +148,10 @@ class DDIM(StepSolver):
         return self.eta > 0
 
     def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
-        scale_t, std_t = ctx.sde.marginal_coeffs(t)
+        _, std_t = ctx.sde.marginal_coeffs(t)
         scale_s, std_s = ctx.sde.marginal_coeffs(t_next)
-        eps_hat = -append_dims(std_t, x.ndim) * ctx.score(x, t)
-        x0_hat = (x - append_dims(std_t, x.ndim) * eps_hat) / append_dims(scale_t, x.ndim)
+        eps_hat = score_to_eps(ctx.sde, ctx.score(x, t), t)
+        x0_hat = eps_to_x0(ctx.sde, x, eps_hat, t)
         if self.eta == 0.0:
             return append_dims(scale_s, x.ndim) * x0_hat + append_dims(std_s, x.ndim) * eps_hat, state
         _, v = ctx.sde.transition_coeffs(t_next, t)

@@ -9,8 +9,10 @@ from torch import Tensor
 from .._utils import append_dims
 from ..sde.base import reverse_drift
 from .base import SolveContext, StepSolver
+from .registry import register
 
 
+@register
 class EulerMaruyama(StepSolver):
     """Euler–Maruyama on the reverse-time SDE (weak order 1).
 
@@ -30,6 +32,7 @@ class EulerMaruyama(StepSolver):
         return x + drift * dt + g * (-dt).sqrt() * ctx.randn_like(x), state
 
 
+@register
 class ReverseDiffusion(StepSolver):
     """Reverse-diffusion predictor (Song et al. 2021, Algorithm 2's predictor).
 
@@ -53,6 +56,7 @@ class ReverseDiffusion(StepSolver):
         return x - f + G2 * ctx.score(x, t) + G2.sqrt() * ctx.randn_like(x), state
 
 
+@register
 class Ancestral(StepSolver):
     """Ancestral sampling: draw ``x_s ~ q(x_s | x_t, x_0 = E[x_0 | x_t])`` (DDPM / SMLD step).
 

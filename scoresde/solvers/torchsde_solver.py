@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from ..errors import NonFiniteError, OptionError
 from ..sde.base import reverse_drift
 from .base import Callback, SolveContext, Solver
+from .registry import register
 
 #: Itô methods of torchsde usable with diagonal noise, with their weak orders.
 TORCHSDE_METHODS = {"euler": 1.0, "milstein": 1.0, "srk": 1.0}
@@ -91,6 +92,7 @@ class PerSampleBrownian(torchsde.BaseBrownian):
         return self._levy
 
 
+@register
 class TorchSDE(Solver):
     """Reverse-time SDE through ``torchsde.sdeint`` on a fixed grid of ``steps`` steps.
 

@@ -43,6 +43,7 @@ from ..errors import OptionError
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 from .dpmpp import multistep_order
+from .registry import register
 
 
 def _coefficients(rks: Tensor, h: Tensor, variant: str) -> Tuple[Tensor, Tensor, Tensor]:
@@ -66,6 +67,7 @@ def _coefficients(rks: Tensor, h: Tensor, variant: str) -> Tuple[Tensor, Tensor,
     return torch.stack(R, dim=1), torch.stack(b, dim=1), B_h
 
 
+@register
 class UniPC(StepSolver):
     """UniPC multistep sampler: UniP-``order`` predictor and UniC corrector (data prediction).
 

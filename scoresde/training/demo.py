@@ -199,27 +199,32 @@ def _run_demo(out, steps, seed, quick, data, device, progress, stream) -> DemoRe
                               title=f"scoresde demo: VP SDE on '{data}', {steps} training steps")
 
     # 5. The table.
+    _print_table(say, rows, exact is not None, sw_floor, entropy, entropy_se, gap, gap_se, nll, nll_se, n_test, lik.nfe)
+    say(f"figure: {figure}")
+    return DemoResult(rows=rows, nll=nll, nll_stderr=nll_se, entropy=entropy, entropy_stderr=entropy_se, sw_floor=sw_floor,
+                      figure=figure, train_seconds=train_seconds, steps=steps,
+                      extras={"nll_nfe": lik.nfe, "kl": gap, "kl_stderr": gap_se})
+
+
+def _print_table(say, rows, has_exact, sw_floor, entropy, entropy_se, gap, gap_se, nll, nll_se, n_test, nll_nfe) -> None:
+    """The demo's table of solvers (steps, NFE, seconds, sliced W2, E log p) and its likelihood lines."""
     say("")
     header = f"{'solver':<16}{'steps':>7}{'NFE':>7}{'seconds':>9}{'sliced W2':>11}"
-    if exact is not None:
+    if has_exact:
         header += f"{'E log p(x)':>12}"
     say(header)
     say("-" * len(header))
     for r in rows:
         line = f"{r['solver']:<16}{r['steps'] or 'adapt':>7}{r['nfe']:>7}{r['seconds']:>9.2f}{r['sliced_w2']:>11.4f}"
-        if exact is not None:
+        if has_exact:
             line += f"{r['mean_log_p']:>12.3f}"
         say(line)
     line = f"{'(data vs data)':<16}{'':>7}{'':>7}{'':>9}{sw_floor:>11.4f}"
-    if exact is not None:
+    if has_exact:
         line += f"{-entropy:>12.3f}"
     say(line)
     say("")
-    say(f"test NLL ({n_test} points, exact trace, NFE {lik.nfe}): {nll:.4f} +- {nll_se:.4f} nats")
+    say(f"test NLL ({n_test} points, exact trace, NFE {nll_nfe}): {nll:.4f} +- {nll_se:.4f} nats")
     if entropy is not None:
         say(f"true entropy of the data:                      {entropy:.4f} +- {entropy_se:.4f} nats")
         say(f"KL(data || model) = E[log p - log q] (paired): {gap:.4f} +- {gap_se:.4f} nats")
-    say(f"figure: {figure}")
-    return DemoResult(rows=rows, nll=nll, nll_stderr=nll_se, entropy=entropy, entropy_stderr=entropy_se, sw_floor=sw_floor,
-                      figure=figure, train_seconds=train_seconds, steps=steps,
-                      extras={"nll_nfe": lik.nfe, "kl": gap, "kl_stderr": gap_se})

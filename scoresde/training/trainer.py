@@ -18,7 +18,9 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import signal
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +35,7 @@ from ..checkpoint import (
     CONFIG_FILE,
     LATEST,
     LOG_FILE,
+    atomic_write,
     build_score_model,
     build_sde,
     first_nonfinite,
@@ -41,6 +44,7 @@ from ..checkpoint import (
     save_checkpoint,
 )
 from ..config import TrainConfig
+from ..data.transforms import random_hflip
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputError, RunLockedError
 from ..score import NetworkScore
 from .ema import EMA
@@ -66,6 +70,11 @@ def learning_rate(step: int, config: TrainConfig) -> float:
 def noise_seed(seed: int, rank: int) -> int:
     """Seed of rank ``rank``'s loss-noise generator (distinct from the data-order seed ``seed``)."""
     return (int(seed) * 1_000_003 + 7919 * (rank + 1)) % (2**63)
+
+
+def flip_seed(seed: int, rank: int) -> int:
+    """Seed of rank ``rank``'s generator of random horizontal flips (``random_flip``)."""
+    return (int(seed) * 1_000_037 + 15_485_863 * (rank + 1)) % (2**63)
 
 
 def dropout_seed(seed: int, rank: int) -> int:
@@ -142,6 +151,7 @@ class TrainResult:
         examples_per_s: mean training throughput of this call, all processes together, not counting
             the time spent writing checkpoints and drawing figures.
         config: the resolved configuration.
+        interrupted: the run stopped early on Ctrl-C or SIGTERM (after writing a checkpoint at ``step``).
     """
 
     step: int
@@ -152,6 +162,7 @@ class TrainResult:
     seconds: float = 0.0
     examples_per_s: float = 0.0
     config: Optional[TrainConfig] = None
+    interrupted: bool = False
 
 
 # ---------------------------------------------------------------------- the trainer
@@ -165,6 +176,12 @@ class Trainer:
         progress: report progress on stderr (``None``: a bar on a terminal, a line every 30 s otherwise; ``False``: nothing).
         dataset: use this dataset object (with ``.data``, ``.event_shape``, ``.discrete_levels``)
             instead of loading ``config.data``.
+        tensorboard: a folder to write TensorBoard scalars to (loss, learning rate, gradient norm, throughput and
+            evaluation figures); needs the ``tensorboard`` package.
+
+    An interrupt (Ctrl-C, SIGINT) or SIGTERM during :meth:`train` finishes the current step, writes a checkpoint
+    atomically and returns with ``interrupted`` set; ``resume=True`` continues from it (a second interrupt stops at
+    once, keeping the last checkpoint).
 
     Launched by ``torchrun``, each process builds its own :class:`Trainer`; the network is wrapped
     in :class:`~torch.nn.parallel.DistributedDataParallel`, each process trains on its share of
@@ -180,8 +197,11 @@ class Trainer:
 
     on_checkpoint: Optional[Callable[["Trainer"], Optional[Dict[str, Any]]]] = None
 
-    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: Optional[bool] = None, dataset: Any = None):
+    def __init__(self, config: TrainConfig, *, resume: bool = False, progress: Optional[bool] = None, dataset: Any = None,
+                 tensorboard: Optional[str] = None):
         config.validate()
+        self._tensorboard = _tensorboard_writer_class() if tensorboard is not None else None
+        self.tensorboard_dir = tensorboard
         self.dist = D.init_distributed(config.device)
         self._lock: Optional[RunLock] = None
         try:
@@ -225,26 +245,7 @@ class Trainer:
         self.ckpt_path = self.out / LATEST
         self.log_path = self.out / LOG_FILE
 
-        state = None
-        if resume and not self.ckpt_path.exists():
-            _check_against_saved_config(self.out, cfg)
-        if self.ckpt_path.exists():
-            state = load_checkpoint(self.ckpt_path)
-            if not resume:
-                raise CheckpointError(
-                    f"{self.out} already holds a checkpoint (step {state['step']}); pass resume=True (--resume) to "
-                    "continue it, or choose another output directory"
-                )
-            saved = TrainConfig.from_json(state["config"])
-            # Keep the stored network arguments (the full net.config) when the caller gave a subset.
-            if cfg.net_kwargs != saved.net_kwargs and all(saved.net_kwargs.get(k) == v for k, v in cfg.net_kwargs.items()):
-                cfg = cfg.replace(net_kwargs=saved.net_kwargs)
-            diffs = cfg.structural_differences(saved)
-            if diffs:
-                lines = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, a, b in diffs)
-                raise CheckpointError(f"cannot resume {self.ckpt_path}: the run's definition changed ({lines})")
-            if int(state["step"]) > cfg.steps:
-                raise ConfigError(f"the checkpoint is at step {state['step']}, beyond steps={cfg.steps}; raise steps to continue")
+        state, cfg = self._stored_state(cfg, resume)
 
         # A batch of inputs, noise and targets (with their gradients) must at least fit.
         check_memory(cfg.batch_size * math.prod(cfg.event_shape) * 4 * 8, f"training batches of {cfg.batch_size} x {tuple(cfg.event_shape)}",
@@ -287,8 +288,13 @@ class Trainer:
             self.data.shape[0], cfg.batch_size, info.rank, info.world_size, torch.Generator().manual_seed(cfg.seed)
         )
         self.noise_generator = torch.Generator(device=self.device).manual_seed(noise_seed(cfg.seed, info.rank))
+        self.flip_generator = torch.Generator(device=self.device).manual_seed(flip_seed(cfg.seed, info.rank))
+        if cfg.random_flip and len(cfg.event_shape) != 3:
+            raise ConfigError(f"random_flip flips images; these examples have shape {tuple(cfg.event_shape)}")
         torch.manual_seed(dropout_seed(cfg.seed, info.rank))  # also seeds every CUDA device
         self.step = 0
+        self._stored_threads: Optional[int] = None
+        self.eval_records: List[Dict[str, Any]] = []
         if state is not None:
             self._load_state(state)
         self.resumed_from = self.step if state is not None else None
@@ -301,10 +307,36 @@ class Trainer:
             try:
                 self.out.mkdir(parents=True, exist_ok=True)
                 remove_stale_temporaries(self.out)
+                if state is not None:  # the log continues from the checkpoint: later lines belong to lost work
+                    truncate_log(self.log_path, self.step)
                 (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 raise OutputError(f"cannot write to the output directory {self.out}: {e.strerror or e}") from None
         D.barrier(info)
+
+    def _stored_state(self, cfg: TrainConfig, resume: bool) -> Tuple[Optional[Dict[str, Any]], TrainConfig]:
+        """The checkpoint to resume (``None`` for a new run) and the config, checked against the stored run."""
+        state = None
+        if resume and not self.ckpt_path.exists():
+            _check_against_saved_config(self.out, cfg)
+        if self.ckpt_path.exists():
+            state = load_checkpoint(self.ckpt_path)
+            if not resume:
+                raise CheckpointError(
+                    f"{self.out} already holds a checkpoint (step {state['step']}); pass resume=True (--resume) to "
+                    "continue it, or choose another output directory"
+                )
+            saved = TrainConfig.from_json(state["config"])
+            # Keep the stored network arguments (the full net.config) when the caller gave a subset.
+            if cfg.net_kwargs != saved.net_kwargs and all(saved.net_kwargs.get(k) == v for k, v in cfg.net_kwargs.items()):
+                cfg = cfg.replace(net_kwargs=saved.net_kwargs)
+            diffs = cfg.structural_differences(saved)
+            if diffs:
+                lines = "; ".join(f"{k}: checkpoint {b!r}, now {a!r}" for k, a, b in diffs)
+                raise CheckpointError(f"cannot resume {self.ckpt_path}: the run's definition changed ({lines})")
+            if int(state["step"]) > cfg.steps:
+                raise ConfigError(f"the checkpoint is at step {state['step']}, beyond steps={cfg.steps}; raise steps to continue")
+        return state, cfg
 
     @property
     def ema_model(self) -> NetworkScore:
@@ -314,7 +346,8 @@ class Trainer:
     # .................................................................. checkpoints
     def _rank_state(self) -> Dict[str, Any]:
         cuda = torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None
-        return {"torch": torch.get_rng_state(), "cuda": cuda, "noise": self.noise_generator.get_state()}
+        return {"torch": torch.get_rng_state(), "cuda": cuda, "noise": self.noise_generator.get_state(),
+                "flip": self.flip_generator.get_state()}
 
     def state_dict(self) -> Dict[str, Any]:
         """Everything a checkpoint holds (collective under DDP: every rank must call it)."""
@@ -333,7 +366,7 @@ class Trainer:
                 "sampler_pos": sampler["pos"],
                 "ranks": ranks,
             },
-            "metadata": {"torch_version": str(torch.__version__), "time": time.time()},
+            "metadata": {"torch_version": str(torch.__version__), "time": time.time(), "threads": torch.get_num_threads()},
         }
 
     def _load_state(self, state: Dict[str, Any]) -> None:
@@ -358,6 +391,8 @@ class Trainer:
         except (KeyError, ValueError, TypeError, RuntimeError) as e:
             raise CheckpointError(f"the checkpoint's optimizer or RNG state is unusable: {e}") from None
         self.step = int(state["step"])
+        threads = (state.get("metadata") or {}).get("threads")
+        self._stored_threads = int(threads) if isinstance(threads, int) and threads > 0 else None
         r = self.dist.rank
         if int(rng["world_size"]) == self.dist.world_size and r < len(ranks):
             mine = ranks[r]
@@ -365,6 +400,8 @@ class Trainer:
             if self.device.type == "cuda" and mine.get("cuda") is not None:
                 torch.cuda.set_rng_state(mine["cuda"], self.device)
             self.noise_generator.set_state(mine["noise"])
+            if mine.get("flip") is not None:
+                self.flip_generator.set_state(mine["flip"])
         else:
             # A different number of processes: the data order continues exactly, the noise cannot.
             self.noise_generator.manual_seed(noise_seed(self.config.seed + self.step, r))
@@ -429,6 +466,9 @@ class Trainer:
     def train(self) -> TrainResult:
         """Run optimizer steps up to ``config.steps``; checkpoint, log and draw samples on the way.
 
+        Ctrl-C (SIGINT) or SIGTERM finishes the current step, writes a checkpoint and returns early with
+        ``interrupted`` set (a second one stops at once; the last checkpoint is kept).
+
         Returns:
             A :class:`TrainResult`.
 
@@ -438,7 +478,8 @@ class Trainer:
         """
         ok = False
         try:
-            result = self._train()
+            with _StopRequests() as stop:
+                result = self._train(stop)
             ok = True
             return result
         except Exception as e:
@@ -448,127 +489,111 @@ class Trainer:
         finally:
             self._release(graceful=ok)
 
-    def _train(self) -> TrainResult:
-        cfg, info = self.config, self.dist
-        main = info.is_main
-        log = JSONLLogger(self.log_path, enabled=main)
-        bar = ProgressBar(cfg.steps, self.step, enabled=(self.progress_enabled if main else False))
-        losses: List[float] = []
-        pending: List[Tuple[Tensor, Tensor]] = []
-        # Read losses back every step on CPU (free); on CUDA only every few steps (no sync per step).
-        flush_every = 1 if self.device.type == "cpu" else max(1, min(cfg.log_every, 50))
-        window: Dict[str, Any] = {"t": time.perf_counter(), "steps": 0, "loss": 0.0, "grad_norm": 0.0}
-        t_start = time.perf_counter()
-        aside_total = 0.0
-        start_step = self.step
+    def _train(self, stop: "_StopRequests") -> TrainResult:
+        cfg, main = self.config, self.dist.is_main
+        loop = _Loop(self, JSONLLogger(self.log_path, enabled=main),
+                     ProgressBar(cfg.steps, self.step, enabled=(self.progress_enabled if main else False)),
+                     self._tensorboard(self.tensorboard_dir) if self._tensorboard is not None and main else None)
+        start_step, interrupted = self.step, False
         if self.resumed_from is not None:
-            log.write({"event": "resume", "step": self.step, "time": time.time()})
-        autocast = (
-            torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
-            if cfg.precision == "bf16"
-            else contextlib.nullcontext()
-        )
-        params = [p for p in self.net.parameters() if p.requires_grad]
-        clip = cfg.grad_clip if cfg.grad_clip > 0 else math.inf
-
-        def flush() -> None:
-            if not pending:
-                return
-            stacked = torch.stack([torch.stack([l.float(), g.float()]) for l, g in pending])  # [k, 2]
-            stacked = D.all_reduce_mean(stacked, info).cpu()
-            first = self.step - len(pending) + 1
-            vals = stacked.tolist()
-            pending.clear()
-            for i, (l, g) in enumerate(vals):
-                if not (math.isfinite(l) and math.isfinite(g)):
-                    what = "loss" if not math.isfinite(l) else "gradient norm"
-                    where = self._last_good_text()
-                    log.write({"event": "nonfinite", "step": first + i, "loss": l, "grad_norm": g, "time": time.time()})
-                    raise NonFiniteError(
-                        f"the {what} became {l if what == 'loss' else g} at step {first + i}; training stopped and {where}. "
-                        "Try a smaller learning rate (--lr), gradient clipping or checking the data"
-                    )
-                losses.append(l)
-                window["loss"] += l
-                window["grad_norm"] += g
-                window["steps"] += 1
-            now = time.perf_counter()
-            rate = window["steps"] * cfg.batch_size / max(now - window["t"], 1e-9)
-            bar.update(self.step, vals[-1][0], rate)
-
-        def write_log() -> None:
-            if window["steps"] == 0:
-                return
-            now = time.perf_counter()
-            n = window["steps"]
-            log.write({
-                "step": self.step,
-                "loss": window["loss"] / n,
-                "lr": self.optimizer.param_groups[0]["lr"],
-                "grad_norm": window["grad_norm"] / n,
-                "examples_per_s": n * cfg.batch_size / max(now - window["t"], 1e-9),
-                "time": round(now - t_start, 4),
-            })
-            window.update(t=now, steps=0, loss=0.0, grad_norm=0.0)
-
+            loop.log.write({"event": "resume", "step": self.step, "time": time.time()})
         try:
             self.net.train()
             while self.step < cfg.steps:
-                idx = self.sampler.next_indices().to(self.device)
-                x0 = self.data[idx]
-                label_kw = {} if self.labels is None else {"y": self.labels[idx]}
-                lr = learning_rate(self.step, cfg)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast:
-                    loss = self.loss_fn(self.train_model, x0, generator=self.noise_generator, **label_kw)
-                self.optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                self.optimizer.step()
-                self.ema.update(self.net)
-                self.step += 1
-                pending.append((loss.detach(), grad_norm.detach()))
+                loop.pending.append(self._step())
                 last = self.step == cfg.steps
-                ckpt_due = last or self.step % cfg.checkpoint_every == 0
-                if ckpt_due or self.step % flush_every == 0 or self.step % cfg.log_every == 0:
-                    flush()
-                if self.step % cfg.log_every == 0 or last:
-                    write_log()
+                interrupted = not last and loop.stop_agreed(stop)
+                ckpt_due = last or interrupted or self.step % cfg.checkpoint_every == 0
+                if ckpt_due or self.step % loop.flush_every == 0 or self.step % cfg.log_every == 0:
+                    loop.flush()
+                if self.step % cfg.log_every == 0 or last or interrupted:
+                    loop.write_log()
                 if ckpt_due or self._figure_due(last):
-                    t_aside = time.perf_counter()
-                    if ckpt_due:
-                        try:
-                            self.save()
-                        except NonFiniteError as e:
-                            log.write({"event": "nonfinite", "step": self.step, "reason": str(e), "time": time.time()})
-                            raise
-                        record = self.on_checkpoint(self) if self.on_checkpoint is not None and main else None
-                        if record:
-                            log.write({"event": "eval", "step": self.step, **record})
-                    if self._figure_due(last):
-                        self._draw_samples()
-                    # Throughput figures count training only, not checkpoints and figures.
-                    aside = time.perf_counter() - t_aside
-                    window["t"] += aside
-                    aside_total += aside
-            flush()
-            write_log()
+                    loop.aside(lambda: self._checkpoint_and_figures(loop.log, ckpt_due, last))
+                if interrupted:
+                    loop.log.write({"event": "interrupted", "step": self.step, "signal": stop.name, "time": time.time()})
+                    break
+            loop.flush()
+            loop.write_log()
         finally:
-            bar.close()
-            log.close()
-        seconds = time.perf_counter() - t_start
+            loop.close()
+        seconds = time.perf_counter() - loop.t_start
         done = self.step - start_step
         return TrainResult(
-            step=self.step,
-            losses=losses,
-            checkpoint=self.ckpt_path,
-            log_file=self.log_path,
-            figures=list(self.figures),
-            seconds=seconds,
-            examples_per_s=done * cfg.batch_size / (seconds - aside_total) if seconds > aside_total else 0.0,
-            config=cfg,
+            step=self.step, losses=loop.losses, checkpoint=self.ckpt_path, log_file=self.log_path,
+            figures=list(self.figures), seconds=seconds,
+            examples_per_s=done * cfg.batch_size / (seconds - loop.aside_total) if seconds > loop.aside_total else 0.0,
+            config=cfg, interrupted=interrupted,
         )
+
+    def _step(self) -> Tuple[Tensor, Tensor]:
+        """One optimizer step on the next batch; returns the (device) loss and gradient norm."""
+        cfg = self.config
+        idx = self.sampler.next_indices().to(self.device)
+        x0 = self.data[idx]
+        if cfg.random_flip:
+            x0 = random_hflip(x0, self.flip_generator)
+        label_kw = {} if self.labels is None else {"y": self.labels[idx]}
+        lr = learning_rate(self.step, cfg)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with self._autocast():
+            loss = self.loss_fn(self.train_model, x0, generator=self.noise_generator, **label_kw)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self._params, cfg.grad_clip if cfg.grad_clip > 0 else math.inf)
+        self.optimizer.step()
+        self.ema.update(self.net)
+        self.step += 1
+        return loss.detach(), grad_norm.detach()
+
+    def _autocast(self) -> Any:
+        if self.config.precision == "bf16":
+            return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    @property
+    def _params(self) -> List[Tensor]:
+        return [p for p in self.net.parameters() if p.requires_grad]
+
+    def _checkpoint_and_figures(self, log: "JSONLLogger", ckpt_due: bool, last: bool) -> None:
+        if ckpt_due:
+            try:
+                self.save()
+            except NonFiniteError as e:
+                log.write({"event": "nonfinite", "step": self.step, "reason": str(e), "time": time.time()})
+                raise
+            record = self.on_checkpoint(self) if self.on_checkpoint is not None and self.dist.is_main else None
+            if record:
+                log.write({"event": "eval", "step": self.step, **record})
+                self.eval_records.append({"step": self.step, **record})
+        if self._figure_due(last):
+            self._draw_samples()
+
+    def step_work(self) -> Callable[[], None]:
+        """One unit of this run's work for a thread-count measurement (:func:`scoresde.threads.choose_threads`).
+
+        A forward and backward pass of the loss on one batch, with its own noise, in a forked RNG, the
+        gradients discarded: the run's weights, optimizer and random streams are untouched.
+        """
+        x0 = self.data[: self.config.batch_size]
+        label_kw = {} if self.labels is None else {"y": self.labels[: self.config.batch_size]}
+        devices = [self.device] if self.device.type == "cuda" else []
+
+        def work() -> None:
+            with torch.random.fork_rng(devices=devices):
+                gen = torch.Generator(device=self.device).manual_seed(0)
+                with self._autocast():
+                    loss = self._probe_loss(self.train_model, x0, generator=gen, **label_kw)
+                loss.backward()
+                self.optimizer.zero_grad(set_to_none=True)
+
+        return work
+
+    @property
+    def stored_threads(self) -> Optional[int]:
+        """The CPU thread count of the run this one resumes (so that it repeats bit for bit), if recorded."""
+        return self._stored_threads
 
     def _figure_due(self, last: bool) -> bool:
         every = self.config.sample_every
@@ -610,6 +635,154 @@ class Trainer:
         gen = torch.Generator(device=self.device).manual_seed(self.config.seed)
         x = sample(self.sde, self.ema_model, (n, *self.config.event_shape), solver="ddim", steps=steps, generator=gen, device=self.device)
         return x.cpu()
+
+
+# ---------------------------------------------------------------------- the loop's bookkeeping
+class _Loop:
+    """What the training loop keeps besides the model: losses to read back, the log window, the progress bar."""
+
+    def __init__(self, trainer: Trainer, log: JSONLLogger, bar: ProgressBar, tensorboard: Any):
+        self.trainer, self.log, self.bar, self.tb = trainer, log, bar, tensorboard
+        self.losses: List[float] = []
+        self.pending: List[Tuple[Tensor, Tensor]] = []
+        # Read losses back every step on CPU (free); on CUDA only every few steps (no sync per step).
+        cfg = trainer.config
+        self.flush_every = 1 if trainer.device.type == "cpu" else max(1, min(cfg.log_every, 50))
+        self.t_start = time.perf_counter()
+        self.window: Dict[str, Any] = {"t": self.t_start, "steps": 0, "loss": 0.0, "grad_norm": 0.0}
+        self.aside_total = 0.0
+
+    def flush(self) -> None:
+        """Read the pending losses back (mean over processes), check them and update the bar."""
+        t, info, cfg = self.trainer, self.trainer.dist, self.trainer.config
+        if not self.pending:
+            return
+        stacked = torch.stack([torch.stack([l.float(), g.float()]) for l, g in self.pending])  # [k, 2]
+        vals = D.all_reduce_mean(stacked, info).cpu().tolist()
+        first = t.step - len(self.pending) + 1
+        self.pending.clear()
+        for i, (l, g) in enumerate(vals):
+            if not (math.isfinite(l) and math.isfinite(g)):
+                what = "loss" if not math.isfinite(l) else "gradient norm"
+                self.log.write({"event": "nonfinite", "step": first + i, "loss": l, "grad_norm": g, "time": time.time()})
+                raise NonFiniteError(
+                    f"the {what} became {l if what == 'loss' else g} at step {first + i}; training stopped and "
+                    f"{t._last_good_text()}. Try a smaller learning rate (--lr), gradient clipping or checking the data"
+                )
+            self.losses.append(l)
+            self.window["loss"] += l
+            self.window["grad_norm"] += g
+            self.window["steps"] += 1
+        rate = self.window["steps"] * cfg.batch_size / max(time.perf_counter() - self.window["t"], 1e-9)
+        self.bar.update(t.step, vals[-1][0], rate)
+
+    def write_log(self) -> None:
+        """One ``log.jsonl`` line (and TensorBoard scalars) for the steps since the last one."""
+        w, t = self.window, self.trainer
+        if w["steps"] == 0:
+            return
+        now, n = time.perf_counter(), w["steps"]
+        record = {"step": t.step, "loss": w["loss"] / n, "lr": t.optimizer.param_groups[0]["lr"],
+                  "grad_norm": w["grad_norm"] / n, "examples_per_s": n * t.config.batch_size / max(now - w["t"], 1e-9),
+                  "time": round(now - self.t_start, 4)}
+        self.log.write(record)
+        if self.tb is not None:
+            for key in ("loss", "lr", "grad_norm", "examples_per_s"):
+                self.tb.add_scalar(f"train/{key}", record[key], t.step)
+        w.update(t=now, steps=0, loss=0.0, grad_norm=0.0)
+
+    def aside(self, work: Callable[[], None]) -> None:
+        """Run ``work`` (checkpoints, figures, evaluation) outside the throughput figures."""
+        t0 = time.perf_counter()
+        n_before = len(self.trainer.eval_records)
+        work()
+        if self.tb is not None:
+            for record in self.trainer.eval_records[n_before:]:
+                for key, v in record.items():
+                    if isinstance(v, (int, float)) and key != "step":
+                        self.tb.add_scalar(f"eval/{key}", v, self.trainer.step)
+        spent = time.perf_counter() - t0
+        self.window["t"] += spent
+        self.aside_total += spent
+
+    def stop_agreed(self, stop: "_StopRequests") -> bool:
+        """Whether to stop after this step: an interrupt seen here or (under DDP) by any process."""
+        info = self.trainer.dist
+        if not info.distributed:
+            return stop.requested
+        if self.trainer.step % self.flush_every:
+            return False
+        flag = torch.tensor([1.0 if stop.requested else 0.0], device=self.trainer.device)
+        return bool(D.all_reduce_mean(flag, info).item() > 0)
+
+    def close(self) -> None:
+        self.bar.close()
+        self.log.close()
+        if self.tb is not None:
+            self.tb.close()
+
+
+class _StopRequests:
+    """Turns the first SIGINT/SIGTERM during training into a request to stop after the current step.
+
+    A second signal raises :class:`KeyboardInterrupt` at once. The previous handlers are restored on exit.
+    Outside the main thread (where handlers cannot be installed) signals keep their default behaviour.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.requested, self.name = False, None
+        self._previous: Dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested, self.name = True, signal.Signals(signum).name
+        print(f"\nscoresde: {self.name}: finishing the current step and writing a checkpoint "
+              "(again to stop at once)", file=sys.stderr, flush=True)
+
+    def __enter__(self) -> "_StopRequests":
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _tensorboard_writer_class() -> Any:
+    """TensorBoard's ``SummaryWriter``, or a one-line error saying how to install it."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+    return SummaryWriter
+
+
+def truncate_log(path: Path, step: int) -> int:
+    """Drop the lines of a run's ``log.jsonl`` written after ``step`` (a resume from the checkpoint at ``step``).
+
+    Rewrites the file atomically; returns how many lines were dropped. Lines that cannot be read are kept.
+    """
+    if not path.is_file():
+        return 0
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    kept = []
+    for line in lines:
+        try:
+            later = int(json.loads(line).get("step", 0)) > step
+        except (ValueError, TypeError, AttributeError):
+            later = False
+        if not later:
+            kept.append(line)
+    if len(kept) != len(lines):
+        atomic_write(path, lambda f: f.write("".join(kept).encode("utf-8")), what="log")
+    return len(lines) - len(kept)
 
 
 # ---------------------------------------------------------------------- helpers
@@ -655,7 +828,7 @@ def _load_training_data(config: TrainConfig) -> Any:
 
     return get_dataset(
         config.data, data_dir=config.data_dir, split="train", n=config.n_train,
-        generator=torch.Generator().manual_seed(config.seed),
+        generator=torch.Generator().manual_seed(config.seed), image_size=config.image_size,
     )
 
 
