@@ -30,7 +30,7 @@ TIME_SAMPLINGS = ("uniform", "stratified")
 STRUCTURAL_FIELDS = (
     "data", "n_train", "sde", "sde_kwargs", "net", "net_kwargs", "parameterization", "weighting",
     "importance_sampling", "loss_eps", "batch_size", "seed", "event_shape", "conditional", "p_uncond", "image_size",
-    "random_flip",
+    "random_flip", "latent",
 )
 
 # Defaults for vector (toy) data and for images; see TrainConfig.resolve.
@@ -42,8 +42,10 @@ _IMAGE_DEFAULTS = dict(steps=20000, batch_size=128, lr=2e-4, warmup=1000, lr_sch
 #: Network arguments of the MLP that vector data gets by default (a smaller, cheaper network than
 #: the MLP's own defaults, so that a larger batch fits the same time).
 _VECTOR_MLP_KWARGS = dict(hidden=128, depth=2)
+#: Network arguments of the U-Net of a latent run: codes (4 x 7 x 7 for MNIST) are too small to halve.
+_LATENT_UNET_KWARGS = dict(channels=64, channel_mults=(1,), num_res_blocks=2)
 #: Values of options added after a run was stored, as that run used them (see TrainConfig.from_json).
-_LEGACY_VALUES = dict(time_sampling="uniform", image_size=None, random_flip=False)
+_LEGACY_VALUES = dict(time_sampling="uniform", image_size=None, random_flip=False, latent=None)
 
 
 @dataclass
@@ -102,6 +104,8 @@ class TrainConfig:
         image_size: for ``data="folder:PATH"``, centre-crop and resize every image to ``image_size`` squared.
         random_flip: flip each training image horizontally with probability 1/2 (what score_sde's configs do
             for CIFAR-10 and CelebA-HQ; images only).
+        latent: the file of an autoencoder (``scoresde train-autoencoder``): the score SDE is then trained on
+            the codes of ``data`` (a latent score SDE, :mod:`scoresde.latent`), and the run keeps a copy of it.
     """
 
     data: str = "moons"
@@ -139,6 +143,7 @@ class TrainConfig:
     p_uncond: float = 0.1
     image_size: Optional[int] = None
     random_flip: bool = False
+    latent: Optional[str] = None
 
     # ------------------------------------------------------------------ (de)serialisation
     def to_dict(self) -> Dict[str, Any]:
@@ -227,6 +232,12 @@ class TrainConfig:
         boolean(self.compile, "compile", **E)
         boolean(self.random_flip, "random_flip", **E)
         positive_int(self.image_size, "image_size", allow_none=True, need="a positive integer", **E)
+        if self.latent is not None:
+            if not isinstance(self.latent, str) or not self.latent.strip():
+                raise ConfigError(f"latent must be the path of an autoencoder file, got {self.latent!r}")
+            if self.random_flip or self.image_size is not None:
+                raise ConfigError("random_flip and image_size act on pixels; a latent run trains on the autoencoder's "
+                                  "codes: leave them out (or set them when training the autoencoder)")
         if self.image_size is not None and not str(self.data).startswith("folder:"):
             raise ConfigError("image_size applies to data='folder:PATH' (images of other sizes); leave it out for "
                               f"{self.data!r}")
@@ -287,6 +298,10 @@ class TrainConfig:
                 )
         if len(event_shape) == 1 and changes.get("net", self.net) == "mlp":
             changes["net_kwargs"] = {**_VECTOR_MLP_KWARGS, **self.net_kwargs}
+        if self.latent is not None and changes.get("net", self.net) == "unet":  # small codes: one resolution
+            changes["net_kwargs"] = {**_LATENT_UNET_KWARGS, **self.net_kwargs}
+        if self.latent is not None:
+            changes["latent"] = os.path.abspath(os.path.expanduser(self.latent))
         if self.sample_every is None:
             changes["sample_every"] = changes.get("checkpoint_every", self.checkpoint_every)
         if is_data_path(self.data):

@@ -105,7 +105,7 @@ def draw_samples(
     if adaptive:
         bar = Progress(100, desc, "%", enabled=progress)
         eps = options.get("eps") or getattr(solver_obj, "default_eps", 1e-3)
-        score = ScoreProgress(score_fn, bar, sde.T, eps)
+        score = ScoreProgress(score_fn, bar, sde.T, eps, sde=sde)
     else:
         bar = Progress(batches * n_steps, desc, "step", enabled=progress)
         score = score_fn
@@ -260,7 +260,7 @@ def dataset_likelihood(
     eps = float(options.get("eps", 1e-5))
     n = x.shape[0]
     bar = Progress(100, desc, "%", enabled=progress)
-    score = ScoreProgress(score_fn, bar, eps, sde.T)
+    score = ScoreProgress(score_fn, bar, eps, sde.T, sde=sde)
     log_probs, bpds = [], []
     t0 = time.perf_counter()
     with bar:
@@ -366,12 +366,12 @@ def evaluate_model(
     from .data import get_dataset, to_levels, to_model_range
     from .metrics import sample_quality
 
-    device, event = model.device, tuple(model.event_shape)
-    if len(event) != 3:
-        raise ShapeError(f"evaluate needs an image model; this model's examples have shape {event}")
-    if list(classifier.event_shape) != list(event):
+    device, event, image = model.device, tuple(model.event_shape), tuple(model.data_shape)
+    if len(image) != 3:
+        raise ShapeError(f"evaluate needs an image model; this model's examples have shape {image}")
+    if list(classifier.event_shape) != list(image):
         raise ShapeError(f"the classifier was trained on images of shape {tuple(classifier.event_shape)} "
-                         f"({classifier.data}) but the model makes images of shape {event}")
+                         f"({classifier.data}) but the model makes images of shape {image}")
     cfg = model.run_config
     data_dir = data_dir or (cfg.data_dir if cfg is not None else None)
     if data_dir is not None and not Path(data_dir).exists():
@@ -397,10 +397,15 @@ def evaluate_model(
         w = float(guidance)
         drawn = draw_class_samples(model.sde, lambda k: classifier_free(score, k, w), num, score.num_classes, event,
                                    **options)
+    drawn.samples = model.decode(drawn.samples)  # a latent run's codes become images
     samples = _to_classifier_scale(drawn.samples, model, classifier)
     quality = sample_quality(classifier, samples, _to_classifier_scale(test.data, model, classifier), threshold=threshold)
     lik = None
-    if likelihood_num:
+    if likelihood_num and model.latent is not None:
+        opts = dict(trace="hutchinson", rtol=1e-5, atol=1e-5)
+        opts.update(likelihood_options or {})
+        lik = latent_likelihood(model, test.data[:likelihood_num], seed=seed, **opts)
+    elif likelihood_num:
         opts = dict(trace="hutchinson", rtol=1e-5, atol=1e-5)
         opts.update(likelihood_options or {})
         lik = dataset_likelihood(model.sde, score, test.data[:likelihood_num], levels=model.discrete_levels,
@@ -410,6 +415,27 @@ def evaluate_model(
     sampling = {"solver": solver, "steps": steps, "nfe": drawn.nfe, "seconds": round(drawn.seconds, 2), "num": num,
                 "guidance": guidance}
     return EvaluationResult(quality, lik, drawn.samples, sampling)
+
+
+def latent_likelihood(model: Any, images: Tensor, *, seed: int = 0, n_samples: int = 2, batch_size: int = 16,
+                      **likelihood_options: Any) -> DatasetLikelihood:
+    """The likelihood bound of a latent run on ``images`` ``[N, C, H, W]`` (:meth:`scoresde.latent.LatentSpace.bound`).
+
+    ``bits_per_dim`` holds the per-image bounds on ``-log2 P(x) / D`` and ``log_prob`` the matching bound on
+    ``log P(x)`` in nats; ``trace`` names the divergence estimator of the codes' density.
+    """
+    device = model.device
+    gen = torch.Generator(device=device).manual_seed(seed)
+    t0, parts, nfe = time.perf_counter(), [], 0
+    for i in range(0, images.shape[0], batch_size):
+        res = model.latent.bound(images[i:i + batch_size], model.sde, model.score_fn, n_samples=n_samples, generator=gen,
+                                 **likelihood_options)
+        parts.append(res.bits_per_dim)
+        nfe += res.nfe
+    bpd = torch.cat(parts).double()
+    dims = math.prod(model.data_shape)
+    return DatasetLikelihood(-(bpd * dims * math.log(2.0)), bpd, str(likelihood_options.get("trace", "auto")), nfe,
+                             time.perf_counter() - t0)
 
 
 def _to_classifier_scale(x: Tensor, model: Any, classifier: Any) -> Tensor:

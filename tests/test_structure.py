@@ -25,8 +25,8 @@ LAYERS = [
     {"solvers", "data"},
     {"likelihood", "inpainting", "losses"},
     {"smc", "checkpoint"},
-    {"plotting", "classifier", "metrics", "baselines", "pretrained", "shard"},
-    {"evaluate", "training", "latent"},
+    {"plotting", "classifier", "metrics", "baselines", "pretrained", "shard", "latent"},
+    {"evaluate", "training"},
     {"cli", "__main__"},
 ]
 LAYER = {name: i for i, names in enumerate(LAYERS) for name in names}

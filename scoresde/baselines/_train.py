@@ -161,6 +161,7 @@ def fit(
     generator: Optional[torch.Generator] = None,
     progress: bool = False,
     progress_every: float = 30.0,
+    step_options: Optional[Dict[str, Any]] = None,
 ) -> FitResult:
     """Train a baseline for a number of steps and/or a CPU-time budget.
 
@@ -183,6 +184,7 @@ def fit(
         progress: print a line to stderr about every ``progress_every`` wall seconds
             (step, mean losses since the last line, steps per second, CPU seconds used).
         progress_every: seconds between progress lines.
+        step_options: keyword arguments of the model's ``train_step`` (e.g. ``{"kl_weight": 0.5}`` for the VAE).
 
     Returns:
         A :class:`FitResult`; the model is left in eval mode.
@@ -214,7 +216,7 @@ def fit(
         if budget is not None and time.process_time() - c0 >= budget:
             stopped_by = "budget"
             break
-        out = model.train_step(x_all[idx.to(x_all.device)], *opts, generator=generator)
+        out = model.train_step(x_all[idx.to(x_all.device)], *opts, generator=generator, **(step_options or {}))
         for name, value in out.items():
             losses.setdefault(name, []).append(float(value))
         done += 1

@@ -75,8 +75,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.samples_out else None
     dev = A.device(args.device)
     model = A.load_model(args, dev)
-    if len(model.event_shape) != 3:
-        raise UserError(f"evaluate measures image models; this model's examples have shape {tuple(model.event_shape)}")
+    if len(model.data_shape) != 3:
+        raise UserError(f"evaluate measures image models; this model's examples have shape {tuple(model.data_shape)}")
     A.apply_threads(args, A.score_work(model, dev))
     data_dir = A.data_dir_for(model.data, args.data_dir, model)
     run = args.checkpoint if model.run_config is not None else Path(str(args.checkpoint).split(":", 1)[-1])

@@ -90,9 +90,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         drawn = draw_samples(model.sde, score, n, event, **options)
     labels = [str(k) for k in range(num_classes)] if every_class and n >= num_classes else None
-    A.write_samples(drawn.samples, out, model.data_range, f"{args.solver}: {n} samples ({what})", column_labels=labels)
-    print(f"wrote {n} samples of shape {event} to {out} ({what}; solver {args.solver}, NFE {drawn.nfe}, "
-          f"{drawn.seconds:.1f} s)")
+    x = model.decode(drawn.samples)  # a latent run's codes become images
+    A.write_samples(x, out, model.data_range, f"{args.solver}: {n} samples ({what})", column_labels=labels)
+    print(f"wrote {n} samples of shape {tuple(x.shape[1:])} to {out} ({what}; solver {args.solver}, NFE {drawn.nfe}, "
+          f"{drawn.seconds:.1f} s" + (", decoded from codes" if model.latent is not None else "") + ")")
     return 0
 
 
@@ -132,6 +133,7 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: dict) -> int:
         x = sample_seeds(model.sde, score, seeds, event, folder, **options)
     if x is None:  # not rank 0
         return 0
+    x = model.decode(x)
     A.write_samples(x, out, model.data_range, f"{args.solver}: seeds {args.seeds} ({what})")
     print(f"wrote {len(seeds)} samples (seeds {args.seeds}) of shape {event} to {out} ({what}; solver {args.solver}, "
           f"{info.world_size} process(es), {time.perf_counter() - t0:.1f} s; chunks in {folder})")
@@ -187,6 +189,9 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     dev = A.device(args.device)
     model = A.load_model(args, dev)
     A.apply_threads(args, A.score_work(model, dev), small=len(model.event_shape) == 1)
+    if model.latent is not None:
+        raise UserError("inpainting fills in entries of the data the score model sees; a latent run models codes, not "
+                        "pixels: inpaint with a pixel-space run")
     event, rng = tuple(model.event_shape), model.data_range
     x, _ = read_input(args.input, "input", event, rng)
     mask, from_png = read_input(args.mask, "mask", event, rng)

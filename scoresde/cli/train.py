@@ -17,7 +17,7 @@ TRAIN_OPTIONS = (
     "data", "data_dir", "n_train", "sde", "net", "parameterization", "weighting", "importance_sampling",
     "loss_eps", "time_sampling", "steps", "batch_size", "lr", "weight_decay", "warmup", "lr_schedule", "grad_clip",
     "ema_decay", "seed", "device", "out", "checkpoint_every", "sample_every", "log_every", "precision", "compile",
-    "conditional", "p_uncond", "random_flip",
+    "conditional", "p_uncond", "random_flip", "latent",
 )
 
 
@@ -38,6 +38,8 @@ def add_parsers(sub: Any, common: A.Common) -> None:
                    "SCORESDE_DATA)")
     t.add_argument("--image-size", type=A.int_from(1, 4096),
                    help="with --data folder:PATH: centre-crop and resize every image to SIZE x SIZE")
+    t.add_argument("--latent", metavar="FILE", help="train a latent score SDE on the codes of --data under this autoencoder "
+                   "(scoresde train-autoencoder); sample, likelihood and evaluate then decode")
     t.add_argument("--random-flip", action="store_true", default=None,
                    help="flip each training image horizontally with probability 1/2 (as score_sde's CIFAR-10 configs do)")
     t.add_argument("--n-train", type=A.positive_int, help="number of training examples (toy sets: points drawn; files and "

@@ -44,6 +44,8 @@ class PretrainedModel:
         discrete_levels: number of grey levels of its (quantised) data, 256 for 8-bit images; ``None``
             for continuous data.
         run_config: for a run trained by scoresde, its :class:`~scoresde.config.TrainConfig`.
+        latent: for a latent run, its :class:`~scoresde.latent.LatentSpace` (``event_shape`` is then the shape of
+            a code, :meth:`decode` maps codes to images and ``data_range``/``discrete_levels`` are the images').
         dequantization: the interval ``(lo, hi)`` that the dequantization bins of the ``discrete_levels`` levels
             tile on the model's scale, as the model's own evaluation defines bits/dim (score_sde: the data
             range, bins of width ``(hi - lo) / 256``); ``None``: bins centred on the levels of
@@ -64,6 +66,16 @@ class PretrainedModel:
     discrete_levels: Optional[int] = 256
     run_config: Optional[Any] = None
     dequantization: Optional[Tuple[float, float]] = None
+    latent: Optional[Any] = None
+
+    def decode(self, samples: Any) -> Any:
+        """Samples of the score model as data: a latent run's codes decoded to images, other samples as they are."""
+        return samples if self.latent is None else self.latent.decode(samples).cpu()
+
+    @property
+    def data_shape(self) -> Tuple[int, ...]:
+        """The shape of one data point (an image of a latent run; else ``event_shape``)."""
+        return tuple(self.latent.image_shape) if self.latent is not None else tuple(self.event_shape)
 
     def dequantization_range(self) -> Tuple[float, float]:
         """The ``data_range`` to give :func:`scoresde.bits_per_dim` for this model's quantised data."""

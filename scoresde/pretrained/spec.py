@@ -11,6 +11,7 @@ A *model spec* names where a model comes from:
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Optional, Union
 
 import torch
@@ -34,11 +35,17 @@ def from_run(checkpoint: PathLike, *, use_ema: bool = True, device: Optional[Uni
     """
     sde, score, cfg = load_model(checkpoint, device=device, use_ema=use_ema)
     rng = tuple(float(v) for v in cfg.data_range) if cfg.data_range else (-1.0, 1.0)
+    space, levels = None, cfg.discrete_levels
+    if cfg.latent is not None:
+        from ..latent import latent_space_of
+
+        path = Path(checkpoint)
+        space, levels = latent_space_of(cfg, path if path.is_dir() else path.parent).to(device or "cpu"), 256
     return PretrainedModel(
         sde=sde, score_fn=score, network=score.net, event_shape=tuple(int(s) for s in cfg.event_shape),
         centered=rng == (-1.0, 1.0), data_range=rng, source=f"run {checkpoint}", num_classes=score.num_classes,
         config=cfg.to_dict(), info={"weights": "ema" if use_ema else "model"}, data=cfg.data,
-        discrete_levels=cfg.discrete_levels, run_config=cfg,
+        discrete_levels=levels, run_config=cfg, latent=space,
     )
 
 

@@ -46,6 +46,7 @@ from ..checkpoint import (
 from ..config import TrainConfig
 from ..data.transforms import random_hflip
 from ..errors import CheckpointError, ConfigError, DataError, NonFiniteError, OutputError, RunLockedError
+from ..latent import AUTOENCODER_FILE, latent_space_of
 from ..score import NetworkScore
 from .ema import EMA
 from .logger import JSONLLogger, ProgressBar
@@ -309,6 +310,9 @@ class Trainer:
                 remove_stale_temporaries(self.out)
                 if state is not None:  # the log continues from the checkpoint: later lines belong to lost work
                     truncate_log(self.log_path, self.step)
+                if cfg.latent is not None and not (self.out / AUTOENCODER_FILE).exists():  # the run keeps its autoencoder
+                    src = Path(cfg.latent).read_bytes()
+                    atomic_write(self.out / AUTOENCODER_FILE, lambda f: f.write(src), what="autoencoder")
                 (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
             except OSError as e:
                 raise OutputError(f"cannot write to the output directory {self.out}: {e.strerror or e}") from None
@@ -824,12 +828,21 @@ def _check_against_saved_config(out: Path, cfg: TrainConfig) -> None:
 
 
 def _load_training_data(config: TrainConfig) -> Any:
-    from ..data import get_dataset
+    from ..data import Dataset, get_dataset
 
-    return get_dataset(
+    ds = get_dataset(
         config.data, data_dir=config.data_dir, split="train", n=config.n_train,
         generator=torch.Generator().manual_seed(config.seed), image_size=config.image_size,
     )
+    if config.latent is None:
+        return ds
+    space = latent_space_of(config)
+    if tuple(ds.event_shape) != space.image_shape:
+        raise DataError(f"the autoencoder {config.latent} takes images of shape {space.image_shape} but {config.data!r} "
+                        f"holds images of shape {tuple(ds.event_shape)}; train an autoencoder on this data")
+    codes = space.encode(ds.data, torch.Generator().manual_seed(config.seed)).cpu()
+    return Dataset(f"codes of {config.data}", codes, labels=ds.labels)
+
 
 
 def _training_labels(cfg: TrainConfig, ds: Any) -> Tuple[Optional[Tensor], TrainConfig]:
