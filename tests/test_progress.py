@@ -116,3 +116,82 @@ def test_score_progress_measures_positive_intervals_in_log_time():
     score = ScoreProgress(lambda x, t: -x, p, t_start=1e-4, t_end=1.0)
     score(torch.zeros(1, 2), torch.full((1,), 1e-2))  # half-way in log t
     assert p.n == pytest.approx(50.0)
+
+
+class Recorded(Progress):
+    """A Progress that keeps every value it was asked to draw."""
+
+    def set(self, n, **fields):
+        self.drawn = getattr(self, "drawn", []) + [float(n)]
+        return super().set(n, **fields)
+
+
+def test_score_progress_measures_in_log_snr_given_an_sde():
+    sde = scoresde.VPSDE()
+    p = Progress(100, stream=io.StringIO(), enabled=False)
+    score = ScoreProgress(lambda x, t: -x, p, t_start=1e-5, t_end=1.0, sde=sde)
+    assert score.variable == "log_snr"
+    lam = sde.log_snr(torch.tensor([1e-5, 1.0], dtype=torch.float64))
+    t_mid = sde.time_at_log_snr(lam.mean().reshape(1))  # half-way in log-SNR
+    for t in (torch.full((1,), 1e-5), t_mid, t_mid):  # the start, the step-size probe, a step
+        score(torch.zeros(1, 2), t)
+    assert p.n == pytest.approx(50.0, abs=1e-4)
+    # a score function that carries its SDE (as NetworkScore does) needs no sde=
+    net = scoresde.NetworkScore(torch.nn.Linear(2, 2), sde)
+    assert ScoreProgress(net, p, 1.0, 1e-3).variable == "log_snr"
+    # without one: log t for positive ends, t otherwise
+    assert ScoreProgress(lambda x, t: -x, p, 1.0, 1e-3).variable == "log_t"
+    assert ScoreProgress(lambda x, t: -x, p, 1.0, 0.0, sde=sde).variable == "t"  # log-SNR infinite at t = 0
+
+
+def test_score_progress_averages_per_sample_times_and_counts_finished_samples():
+    p = Progress(100, stream=io.StringIO(), enabled=False)
+    score = ScoreProgress(lambda x, t: -x, p, t_start=0.0, t_end=1.0)
+    score(torch.zeros(4, 2), torch.zeros(4))  # all four samples start
+    score(torch.zeros(4, 2), torch.tensor([0.1, 0.2, 0.3, 0.4]))
+    score(torch.zeros(4, 2), torch.tensor([0.2, 0.4, 0.6, 0.8]))
+    assert p.n == pytest.approx(50.0)
+    score(torch.zeros(2, 2), torch.tensor([0.5, 0.5]))  # two samples finished: they count as done
+    assert p.n == pytest.approx(100 * (0.5 + 0.5 + 1 + 1) / 4)
+
+
+def test_initial_step_probe_of_an_adaptive_solver_is_not_shown():
+    sde = scoresde.VPSDE()
+    ang = torch.arange(4) * torch.pi / 2
+    data = scoresde.exact.GaussianMixture(torch.ones(4), torch.stack([2 * ang.cos(), 2 * ang.sin()], 1), 0.1)
+    p = Recorded(100, "sample", "%", stream=io.StringIO(), log_interval=0)
+    score = ScoreProgress(data.score_fn(sde), p, sde.T, 1e-3, sde=sde)
+    scoresde.solve(sde, score, (8, 2), solver="ode", eps=1e-3, generator=torch.Generator().manual_seed(0), rtol=1e-3, atol=1e-3)
+    # the step-size probe evaluates at t = eps second of all: the bar does not jump to 100% and back
+    assert p.drawn == sorted(p.drawn) and p.drawn[2] < 20 and p.drawn[-1] == pytest.approx(100.0)
+    assert score.nfe == len(p.drawn) + 1  # the probe itself is recorded, not drawn
+    assert "\r" not in p.stream.getvalue() and " 100.0% " in p.stream.getvalue().splitlines()[-1]
+
+
+def test_fields_and_labels_with_braces_and_a_forced_line():
+    out = io.StringIO()
+    p = Progress(None, "x{0}", "it", stream=out, log_interval=0)
+    p.update(3, note="{a}")
+    p.close()
+    lines = out.getvalue().splitlines()
+    assert len(lines) == 2 and all(line.startswith("x{0} 3 it") and line.endswith("note {a}") for line in lines)
+    out = io.StringIO()
+    bar = ProgressBar(10, stream=out, log_interval=3600)
+    bar.update(1, 0.5, 10.0)
+    assert out.getvalue() == ""
+    bar.update(2, 0.5, 10.0, force=True)  # one line now, whatever the interval
+    assert out.getvalue().count("\n") == 1 and "train 2/10" in out.getvalue()
+    bar.close()
+    assert out.getvalue().count("\n") == 2
+
+
+def test_messages_written_through_tqdm_keep_the_terminal_bar_whole():
+    from tqdm import tqdm
+
+    out = Terminal()
+    with Progress(10, "train", "step", stream=out, min_interval=0) as p:
+        p.update(3)
+        tqdm.write("checkpoint saved", file=out)  # clears the bar, prints the line, redraws the bar
+        p.update(1)
+    text = out.getvalue()
+    assert "\rcheckpoint saved\n" in text and text.rstrip("\n").split("\r")[-1].startswith("train [")

@@ -13,7 +13,7 @@ from ..progress import Progress
 class ProgressBar:
     """Training progress: step, loss, throughput and the estimated time left.
 
-    On a terminal a bar redrawn in place; otherwise (a log file, a pipe) one line every
+    On a terminal a tqdm bar redrawn in place; otherwise (a log file, a pipe) one line every
     ``log_interval`` seconds (see :class:`scoresde.progress.Progress`).
 
     Args:
@@ -21,6 +21,10 @@ class ProgressBar:
         initial: the step the bar starts at (a resumed run starts above 0).
         enabled: ``False`` prints nothing; ``None`` or ``True`` prints (bar or periodic lines).
         stream: where to write (stderr by default).
+        min_interval: fewest seconds between two redraws of the terminal bar.
+        width: characters of the bar.
+        log_interval: seconds between two lines when ``stream`` is not a terminal (default 30, or
+            ``SCORESDE_PROGRESS_INTERVAL``).
     """
 
     def __init__(
@@ -39,9 +43,11 @@ class ProgressBar:
         self.total, self.step = int(total), int(initial)
 
     def update(self, step: int, loss: float, examples_per_s: float, force: bool = False) -> None:
-        """Record progress; redraw if enough time passed (or ``force``)."""
+        """Record progress; redraw if enough time passed (or now, with ``force``)."""
         self.step = step
-        self._progress.set(step, loss=float(loss), **{"ex/s": f"{examples_per_s:,.0f}"})
+        drawn = self._progress.set(step, loss=float(loss), **{"ex/s": f"{examples_per_s:,.0f}"})
+        if force and not drawn:
+            self._progress.refresh()
 
     def close(self) -> None:
         """Write the final state and end the line."""
