@@ -18,12 +18,12 @@ from typing import List, Optional
 from .._version import __version__
 from ..errors import ScoreSDEError, ShardError
 from . import args as A
-from . import evaluate, guidance, latent, likelihood, sample, train
+from . import evaluate, export, guidance, latent, likelihood, sample, train
 
 EXIT_ERROR, EXIT_USAGE = A.EXIT_ERROR, A.EXIT_USAGE
 
 #: The command modules, in the order ``--help`` lists their commands.
-COMMAND_MODULES = (train, sample, likelihood, evaluate, guidance, latent)
+COMMAND_MODULES = (train, sample, likelihood, evaluate, guidance, latent, export)
 
 
 def build_parser() -> argparse.ArgumentParser:

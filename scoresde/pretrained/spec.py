@@ -4,7 +4,8 @@ A *model spec* names where a model comes from:
 
 * ``PATH``: a run directory (or its checkpoint file) trained by scoresde;
 * ``score_sde:PATH``: a score_sde_pytorch checkpoint, with its config (a published name or a JSON file);
-* ``diffusers:PATH``: a diffusers pipeline folder (the ``[diffusers]`` extra).
+* ``diffusers:PATH``: a diffusers pipeline folder (the ``[diffusers]`` extra);
+* ``safetensors:PATH``: a run exported with ``scoresde export RUN --safetensors PATH``.
 
 :func:`load_model_spec` turns any of them into the same :class:`~scoresde.pretrained.base.PretrainedModel`.
 """
@@ -24,7 +25,7 @@ from .score_sde import from_score_sde
 __all__ = ["SPEC_PREFIXES", "load_model_spec", "from_run"]
 
 #: The prefixes of a model spec besides a plain run path.
-SPEC_PREFIXES = ("score_sde:", "diffusers:")
+SPEC_PREFIXES = ("score_sde:", "diffusers:", "safetensors:")
 
 
 def from_run(checkpoint: PathLike, *, use_ema: bool = True, device: Optional[Union[str, torch.device]] = None) -> PretrainedModel:
@@ -54,7 +55,7 @@ def load_model_spec(spec: Any, config: Optional[PathLike] = None, *, use_ema: bo
     """Load the model a spec names (see the module notes).
 
     Args:
-        spec: ``PATH``, ``score_sde:PATH`` or ``diffusers:PATH``.
+        spec: ``PATH``, ``score_sde:PATH``, ``diffusers:PATH`` or ``safetensors:PATH``.
         config: for ``score_sde:`` only, the published config name or a JSON file (required there).
         use_ema: load the EMA weights (default) rather than the raw ones.
         device: where to put the network (default CPU).
@@ -73,6 +74,10 @@ def load_model_spec(spec: Any, config: Optional[PathLike] = None, *, use_ema: bo
         return from_score_sde(text[len("score_sde:"):], config, use_ema=use_ema, device=device or "cpu")
     if config is not None:
         raise OptionError(f"--config applies to score_sde:PATH checkpoints only, not to {text!r}")
+    if text.startswith("safetensors:"):
+        from .export import from_safetensors
+
+        return from_safetensors(text[len("safetensors:"):], device=device)
     if text.startswith("diffusers:"):
         from . import diffusers as importer  # the [diffusers] extra: imported only when asked for
 
