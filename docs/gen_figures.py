@@ -1,6 +1,6 @@
 """Regenerate the figures of the documentation and copy in the benchmark results.
 
-    python docs/gen_figures.py                         # everything (about 25 minutes on 2 CPU cores)
+    python docs/gen_figures.py                         # everything (about 40 minutes on 2 CPU cores)
     python docs/gen_figures.py toy_2d solver_comparison
     python docs/gen_figures.py benchmark               # only copy benchmarks/results/cpu-quick.* into docs/
 

@@ -1,6 +1,6 @@
 """MNIST inpainting: the top half of test digits is given, the model fills in the bottom half.
 
-    python examples/mnist_inpainting.py --data-dir /path/to/data --out docs/figures/mnist_inpainting.png
+    python examples/mnist_inpainting.py --data-dir /path/to/data --out docs/figures/mnist_inpainting.png  # under a minute once trained
     python examples/mnist_inpainting.py --data-dir /path/to/data --quick --out mnist_inpainting.png   # a smoke run
 
 It reuses the class-conditional run of ``examples/mnist_conditional.py`` (``--run-dir``, trained first
@@ -9,8 +9,8 @@ resampling (``resample=3``, 50 steps: CPU-sized; RePaint itself uses 250 steps a
 resampling with the true digit as a label (the conditional score). The
 known pixels are kept exactly in every case; what changes is how well the bottom half agrees with the top.
 
-``--data-dir`` (or ``SCORESDE_DATA``) as in ``mnist_conditional.py``; without the files the script
-says where it looked and exits with status 1.
+``--data-dir`` (or ``SCORESDE_DATA``) and ``--threads`` (default 1) as in ``mnist_conditional.py``; without
+the files the script says where it looked and exits with status 1.
 """
 
 from __future__ import annotations
@@ -25,14 +25,14 @@ import torch
 import scoresde
 from scoresde import guidance
 from scoresde.data import get_dataset
-from scoresde.plotting import image_grid
+from scoresde.plotting import draw_image_grid
 
 #: Reverse diffusion: with resampling it keeps the variance that the ancestral step loses (see the
 #: "Conditional generation" page).
 SOLVER = "reverse_diffusion"
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from mnist import save_figure  # noqa: E402
+from mnist import save_figure, step_progress  # noqa: E402
 from mnist_conditional import parser, prepare  # noqa: E402
 
 
@@ -60,11 +60,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     }
     rows = {"test digits": x, "given: top half": torch.where(mask.bool(), x, torch.zeros_like(x))}
     for title, (score_fn, r) in runs.items():
+        print(f"{title}: inpainting {n} digits ({SOLVER}, {steps} steps)...", flush=True)
         t0 = time.perf_counter()
         gen = torch.Generator(device=args.device).manual_seed(args.seed)
-        rows[title] = scoresde.inpaint(sde, score_fn, x, mask, solver=SOLVER, steps=steps, generator=gen, resample=r)
+        bar, callback = step_progress(f"inpaint (resample {r})", steps)
+        with bar:
+            rows[title] = scoresde.inpaint(sde, score_fn, x, mask, solver=SOLVER, steps=steps, generator=gen, resample=r,
+                                           callback=callback)
         err = float(((rows[title] - x)[:, :, 14:] ** 2).mean())
-        print(f"{title}: {time.perf_counter() - t0:.1f} s; mean squared error of the bottom half {err:.3f}")
+        print(f"{title}: {time.perf_counter() - t0:.1f} s; mean squared error of the bottom half {err:.3f}", flush=True)
 
     import matplotlib
 
@@ -73,9 +77,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     fig, axes = plt.subplots(len(rows), 1, figsize=(1.0 * n + 1, 1.25 * len(rows) + 0.6))
     for ax, (title, imgs) in zip(axes, rows.items()):
-        ax.imshow(image_grid(imgs.cpu(), nrow=n), cmap="gray", vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
+        draw_image_grid(ax, imgs.cpu(), nrow=n, title=title, fontsize=8)
     fig.suptitle(f"MNIST inpainting, {SOLVER}, {steps} steps\nmodel of mnist_conditional.py ({trained} training steps)",
                  fontsize=9)
     return save_figure(fig, args.out, tmp)
