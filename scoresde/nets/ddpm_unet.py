@@ -36,8 +36,8 @@ class DDPMUNet(nn.Module):
 
     Args:
         image_size, num_channels, centered: the data (``H = W = image_size``, ``C = num_channels``).
-        nf, ch_mult, num_res_blocks, attn_resolutions, dropout, resamp_with_conv, conditional,
-        nonlinearity: as score_sde's ``config.model`` fields.
+        nf, ch_mult, num_res_blocks, attn_resolutions, dropout, resamp_with_conv, conditional, nonlinearity:
+            as score_sde's ``config.model`` fields.
         scale_by_sigma: divide the output by ``sigmas[labels]`` (integer ``labels``).
         sigma_min, sigma_max, num_scales: the discrete noise levels of the ``sigmas`` buffer.
     """

@@ -9,18 +9,12 @@ explicitly (on the command line or to :func:`apply_preset`) override it.
   decay to zero, gradient clipping at 1, an EMA of decay up to 0.999 (with its warm-up, about 0.998
   at the end: a half-life of a few hundred steps), the VP SDE with an eps-predicting network and the
   Min-SNR-5 weighting (``weighting="min_snr"``: DDPM's noise loss with the nearly noise-free times
-  down-weighted, Hang et al. 2023). Measured choices: in a 1,000-step pilot, Min-SNR with the cosine
-  decay took the confidently recognised share of samples from 32% to 45% and the noise tiles from 24%
-  to 2% against ``std2`` with a constant rate; the full benchmark is in the docs' training page and
-  ``benchmarks/mnist_cpu.py``. On labelled data add ``--conditional`` (the preset sets the label
-  dropout ``p_uncond = 0.2``) and sample with classifier-free guidance, ``scoresde sample --class all
-  --guidance 1``: the same half hour then gives digits an MNIST classifier recognises almost always
-  (99% of 1,000 samples at confidence >= 0.9, against 73% for the unconditional preset), at some cost
-  in diversity (a larger Fréchet LeNet distance).
+  down-weighted, Hang et al. 2023); why these choices, with the measurements, is in the docs' training
+  guide. On labelled data add ``--conditional`` (the preset sets the label dropout ``p_uncond = 0.2``) and
+  sample with classifier-free guidance, ``scoresde sample --class all --guidance 1``.
 * ``gpu``: a larger U-Net (base width 64, two residual blocks per level, 6.5M parameters) for one
   modern GPU, trained with the likelihood weighting and importance sampling of ``t`` (the choice
-  that lowers bits/dim), 40,000 steps of batch 128 with bf16 autocast and ``torch.compile``. It aims
-  at test bits/dim near 1.2 within about 20 minutes; it has not been timed on a GPU by this project.
+  that lowers bits/dim), 40,000 steps of batch 128 with bf16 autocast and ``torch.compile``.
 """
 
 from __future__ import annotations
