@@ -1,11 +1,11 @@
 """Shared pieces of the benchmark suite: size profiles, test problems, metrics, timing, versions.
 
-Everything here runs in torch on the requested device. The metrics compare generated samples
-with the exact data distribution of a :class:`scoresde.exact.GaussianMixture`:
+Scripts in this folder import it as a local module (``import common``: a script's own folder is on
+``sys.path``). The metrics compare generated samples with the exact data distribution of a
+:class:`scoresde.exact.GaussianMixture`:
 
-* ``sliced_w2``: the sliced Wasserstein-2 distance to samples of the true distribution,
-  ``SW2(mu, nu) = (E_theta W2^2(theta#mu, theta#nu))^(1/2)`` over uniformly random directions
-  ``theta`` on the unit sphere, each 1-D ``W2`` computed exactly from sorted projections.
+* ``sw2``: :func:`scoresde.metrics.sliced_wasserstein` to true samples of the same size, over the
+  same random directions for every solver (one fixed seed per problem).
 * ``dlogp``: the mean true log-density of the samples minus its expectation under the data,
   ``mean_i log p(x_i) - E_{x ~ p}[log p(x)]``. Zero (within its standard error) for exact
   samples; positive when samples crowd the modes, negative when they spread out or miss them.
@@ -27,7 +27,7 @@ from torch import Tensor
 
 import scoresde
 from scoresde.exact import GaussianMixture
-from scoresde.sde.base import SDE
+from scoresde.metrics import mean_and_stderr, sliced_wasserstein
 
 
 # --------------------------------------------------------------------------- profiles
@@ -44,8 +44,7 @@ class Profile:
     quality_problems: Tuple[Tuple[str, str], ...]  # (problem, sde) pairs
     nfe_budgets: Tuple[int, ...]
     tolerances: Tuple[float, ...]
-    n_samples: int  # generated samples per run
-    n_reference: int  # true samples the SW2 compares against
+    n_samples: int  # generated samples per run (and true samples the SW2 compares against)
     n_logp_reference: int  # true samples estimating E[log p]
     n_projections: int
     # solver_overhead
@@ -69,6 +68,8 @@ class Profile:
     fewstep_samples: int = 10_000
     #: peer settings searched per scheduler: "all" (every spacing x lower_order_final x Karras) or "default"
     fewstep_peer_search: str = "all"
+    #: our grids tried with every few-step solver (``None`` for a default grid); ``None``: all of ``fewstep_bench.OUR_GRIDS``
+    fewstep_grids: Optional[Tuple[Optional[str], ...]] = None
 
 
 PROFILES: Dict[str, Profile] = {
@@ -78,7 +79,6 @@ PROFILES: Dict[str, Profile] = {
         nfe_budgets=(6, 40),
         tolerances=(1e-3,),
         n_samples=1024,
-        n_reference=2048,
         n_logp_reference=20_000,
         n_projections=64,
         mlp_batch=64,
@@ -104,7 +104,6 @@ PROFILES: Dict[str, Profile] = {
         nfe_budgets=(10, 20, 50, 100, 200),
         tolerances=(1e-2, 1e-3, 1e-4, 1e-5),
         n_samples=5000,
-        n_reference=50_000,
         n_logp_reference=200_000,
         n_projections=256,
         mlp_batch=256,
@@ -118,10 +117,13 @@ PROFILES: Dict[str, Profile] = {
         skip_solvers=("torchsde:srk",),
         peer_seeds=3,
         peer_samples=5000,
-        fewstep_problems=tuple((p, s) for p in ("fs2d", "fs8d", "fs32d") for s in ("vp", "ve")),
-        fewstep_nfe=(5, 8, 10, 20),
+        # representative few-step points; the whole sweep is the full profile's
+        fewstep_problems=(("fs8d", "vp"), ("fs8d", "ve")),
+        fewstep_nfe=(5, 10),
         fewstep_seeds=3,
         fewstep_samples=5000,
+        fewstep_peer_search="default",
+        fewstep_grids=(None, "gits"),
     ),
     "full": Profile(
         name="full",
@@ -129,7 +131,6 @@ PROFILES: Dict[str, Profile] = {
         nfe_budgets=(10, 20, 50, 100, 200, 500),
         tolerances=(1e-2, 1e-3, 1e-4, 1e-5, 1e-6),
         n_samples=50_000,
-        n_reference=200_000,
         n_logp_reference=1_000_000,
         n_projections=512,
         mlp_batch=1024,
@@ -161,15 +162,6 @@ def get_profile(profile: "str | Profile | None" = None, quick: bool = True) -> P
 
 
 # --------------------------------------------------------------------------- problems
-def make_sde(name: str) -> SDE:
-    """The SDEs of the benchmark: ``"vp"`` (VPSDE, beta in [0.1, 20]) or ``"ve"`` (VESDE, sigma in [0.01, 50])."""
-    if name == "vp":
-        return scoresde.VPSDE()
-    if name == "ve":
-        return scoresde.VESDE()
-    raise ValueError(f"unknown SDE {name!r}; valid: vp, ve")
-
-
 def make_mixture(name: str, dtype: torch.dtype = torch.float32) -> GaussianMixture:
     """The Gaussian-mixture data of the benchmark.
 
@@ -213,7 +205,7 @@ def _fewstep_mixture(name: str, dtype: torch.dtype) -> GaussianMixture:
     return GaussianMixture(weights.to(dtype), means.to(dtype), stds.to(dtype))
 
 
-def exact_score(mixture: GaussianMixture, sde: SDE) -> Callable[[Tensor, Tensor], Tensor]:
+def exact_score(mixture: GaussianMixture, sde: scoresde.SDE) -> Callable[[Tensor, Tensor], Tensor]:
     """The mixture's exact score under ``sde``, ``(x [B, *event], t [B]) -> [B, *event]``.
 
     Times are clamped into ``[0, T]``: an adaptive solver's initial step-size probe may ask for
@@ -228,79 +220,12 @@ def exact_score(mixture: GaussianMixture, sde: SDE) -> Callable[[Tensor, Tensor]
 
 
 # --------------------------------------------------------------------------- metrics
-def random_directions(
-    n: int,
-    dim: int,
-    generator: Optional[torch.Generator] = None,
-    device: "str | torch.device" = "cpu",
-    dtype: torch.dtype = torch.float64,
-) -> Tensor:
-    """``n`` directions uniform on the unit sphere of ``R^dim``, ``[n, dim]``."""
-    theta = torch.randn(n, dim, generator=generator, dtype=dtype).to(device)
-    return theta / theta.norm(dim=1, keepdim=True)
-
-
-def _sorted_quantiles(y_sorted: Tensor, levels: Tensor) -> Tensor:
-    """Linear interpolation of empirical quantiles: sorted rows ``y_sorted [P, M]`` at ``levels [N]`` -> ``[P, N]``."""
-    M = y_sorted.shape[1]
-    pos = (levels * M - 0.5).clamp(0, M - 1)
-    lo = pos.floor().long()
-    hi = (lo + 1).clamp_max(M - 1)
-    w = (pos - lo.to(pos.dtype)).to(y_sorted.dtype)
-    return (1 - w) * y_sorted[:, lo] + w * y_sorted[:, hi]
-
-
-def _sorted_projections(x: Tensor, directions: Tensor) -> Tensor:
-    """Projections of ``x [N, D]`` on ``directions [P, D]``, each row sorted: ``[P, N]`` in float32.
-
-    On CPU the sort goes through numpy, whose sort is about 20 times faster than torch's CPU sort
-    for these sizes (this is a metric outside every sampling loop); elsewhere ``torch.sort``.
-    """
-    proj = directions.to(device=x.device, dtype=torch.float32) @ x.to(torch.float32).T
-    if proj.device.type == "cpu":
-        import numpy as np
-
-        return torch.from_numpy(np.sort(proj.numpy(), axis=1))
-    return proj.sort(dim=1).values
-
-
-def sliced_w2(
-    x: Tensor,
-    y: Tensor,
-    n_projections: int = 256,
-    generator: Optional[torch.Generator] = None,
-    directions: Optional[Tensor] = None,
-) -> float:
-    """Sliced Wasserstein-2 distance between two empirical distributions.
-
-    Args:
-        x: samples ``[N, *event]``.
-        y: samples ``[M, *event]`` (same event shape; ``M`` may differ from ``N``).
-        n_projections: number of random directions (ignored when ``directions`` is given).
-        generator: source of the directions.
-        directions: optional fixed unit directions ``[P, D]`` with ``D = prod(event)``.
-
-    Returns:
-        ``sqrt(mean_theta W2^2(theta.x, theta.y))``, where each 1-D ``W2^2`` is the integral of the
-        squared difference of the quantile functions, evaluated at the ``N`` levels
-        ``(i + 1/2) / N`` (``y``'s quantiles linearly interpolated when ``M != N``). Projections
-        are sorted in float32; the squared differences are averaged in float64.
-    """
-    x = x.reshape(x.shape[0], -1)
-    y = y.reshape(y.shape[0], -1).to(x.device)
-    if x.shape[1] != y.shape[1]:
-        raise ValueError(f"x and y must have the same event size, got {x.shape[1]} and {y.shape[1]}")
-    if x.shape[0] < 1 or y.shape[0] < 1:
-        raise ValueError("x and y must hold at least one sample each")
-    if directions is None:
-        directions = random_directions(n_projections, x.shape[1], generator, x.device)
-    directions = directions.to(x.device)
-    px = _sorted_projections(x, directions)  # [P, N]
-    py = _sorted_projections(y, directions)  # [P, M]
-    if py.shape[1] != px.shape[1]:
-        levels = (torch.arange(px.shape[1], device=x.device, dtype=torch.float64) + 0.5) / px.shape[1]
-        py = _sorted_quantiles(py, levels)
-    return float(((px.double() - py.double()) ** 2).mean().sqrt())
+def mean_se(values: Sequence[float]) -> Tuple[float, float]:
+    """Mean and standard error of the finite ``values`` (:func:`scoresde.metrics.mean_and_stderr`); NaNs when none."""
+    vals = [float(v) for v in values if not math.isnan(v)]
+    if not vals:
+        return float("nan"), float("nan")
+    return mean_and_stderr(torch.tensor(vals, dtype=torch.float64))
 
 
 @dataclass
@@ -309,9 +234,10 @@ class QualityReference:
 
     Attributes:
         mixture: the data distribution.
-        reference: true samples ``[M, *event]`` for the SW2.
-        directions: fixed projection directions ``[P, D]`` (the same for every solver).
+        reference: true samples ``[N, *event]`` for the SW2.
         n_samples: the number of generated samples each run produces (``N``).
+        n_projections: random directions of the SW2.
+        projection_seed: seed of the directions, the same for every solver (paired comparisons).
         logp_mean: ``E[log p(x)]`` estimated from many true samples.
         logp_std: standard deviation of ``log p(x)`` under the data (sets the stderr of ``dlogp``).
         sw2_floor: mean SW2 of ``N`` fresh true samples against ``reference`` over several draws:
@@ -322,23 +248,18 @@ class QualityReference:
 
     mixture: GaussianMixture
     reference: Tensor
-    directions: Tensor
     n_samples: int
+    n_projections: int
+    projection_seed: int
     logp_mean: float = float("nan")
     logp_std: float = float("nan")
     sw2_floor: float = float("nan")
     sw2_floor_sd: float = float("nan")
-    _quantiles: Optional[Tensor] = None
 
     def sw2(self, samples: Tensor) -> float:
-        """SW2 of ``samples [N, *event]`` against the reference (reference quantiles cached per ``N``)."""
-        x = samples.detach().reshape(samples.shape[0], -1).cpu()
-        if self._quantiles is None or self._quantiles.shape[1] != x.shape[0]:
-            py = _sorted_projections(self.reference.reshape(self.reference.shape[0], -1), self.directions)
-            levels = (torch.arange(x.shape[0], dtype=torch.float64) + 0.5) / x.shape[0]
-            self._quantiles = _sorted_quantiles(py, levels).double()
-        px = _sorted_projections(x, self.directions).double()
-        return float(((px - self._quantiles) ** 2).mean().sqrt())
+        """:func:`scoresde.metrics.sliced_wasserstein` of ``samples [N, *event]`` against the reference."""
+        directions = torch.Generator().manual_seed(self.projection_seed)
+        return sliced_wasserstein(samples.detach().cpu(), self.reference, self.n_projections, directions)
 
     def score(self, samples: Tensor) -> Dict[str, float]:
         """``{"sw2", "dlogp", "dlogp_stderr", "sw2_floor", "sw2_floor_sd"}`` of generated ``samples [N, *event]``."""
@@ -372,9 +293,13 @@ def quality_reference(
     mixture = make_mixture(problem)
     n = n_samples or profile.n_samples
     g = torch.Generator().manual_seed(10_000 + seed)
-    reference = mixture.sample(profile.n_reference, generator=g)
-    directions = random_directions(profile.n_projections, reference[0].numel(), g)
-    ref = QualityReference(mixture=mixture, reference=reference, directions=directions, n_samples=n)
+    ref = QualityReference(
+        mixture=mixture,
+        reference=mixture.sample(n, generator=g),
+        n_samples=n,
+        n_projections=profile.n_projections,
+        projection_seed=20_000 + seed,
+    )
     big = mixture.sample(profile.n_logp_reference, generator=g)
     lp = torch.cat([mixture.log_prob(chunk).double() for chunk in big.split(50_000)])
     ref.logp_mean, ref.logp_std = float(lp.mean()), float(lp.std())
@@ -491,11 +416,9 @@ __all__ = [
     "Profile",
     "PROFILES",
     "get_profile",
-    "make_sde",
     "make_mixture",
     "exact_score",
-    "random_directions",
-    "sliced_w2",
+    "mean_se",
     "QualityReference",
     "quality_reference",
     "synchronize",

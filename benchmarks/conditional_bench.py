@@ -1,6 +1,6 @@
 """Conditional generation against closed forms: inpainting bias, SMC convergence, guidance concentration.
 
-    python benchmarks/conditional_bench.py --out benchmarks/results/conditional.md            # a few minutes on a CPU
+    python benchmarks/conditional_bench.py --out benchmarks/results/conditional.md
     python benchmarks/conditional_bench.py --quick --out conditional-quick.md
 
 Everything uses exact scores, so every number measures the sampler, not a network:

@@ -1,10 +1,9 @@
 """Few-step sample quality: our best solver against the best peer at the same NFE, in one run.
 
-Problems (:func:`benchmarks.common.make_mixture`): Gaussian mixtures with narrow, well separated
+Problems (``common.make_mixture``): Gaussian mixtures with narrow, well separated
 components in 2, 8 and 32 dimensions (``fs2d``, ``fs8d``, ``fs32d``), under the VP and the VE SDE,
-each with its exact score. At each NFE budget (5, 8, 10, 20 in the quick profile), every
-candidate configuration of each side runs on the same prior draws and gets the same metrics as
-:mod:`benchmarks.solvers_bench`: the sliced W2 distance to true samples and ``dlogp``, the mean
+each with its exact score. At each NFE budget of the profile, every candidate configuration of each side runs on the same prior draws and gets the same metrics as
+``solvers_bench``: the sliced W2 distance to true samples and ``dlogp``, the mean
 true log-density of the samples minus that of true samples. NFE counts every score evaluation,
 the final denoising step included: ``SampleResult.nfe`` for ours, the calls of the model wrapper
 for the peers.
@@ -15,42 +14,44 @@ Sides:
   ``dpmpp_2m``, ``dpmpp_3m``, ``unipc``, ``ipndm``, ``edm``, ``dpmpp_2m_sde`` when present), each
   on its default grid and on the ``log_snr``, ``karras`` and ``uniform`` grids, and on a
   :class:`~scoresde.solvers.optimized_grids.GITS` grid fitted once per problem (its fit is not
-  counted in the NFE: it is a one-off cost per model, like the peers' choice of settings);
+  counted in the NFE: it is a one-off cost per model, like the peers' choice of settings); a
+  profile may try fewer grids (``Profile.fewstep_grids``);
 * peers, VP: diffusers' ``DPMSolverMultistepScheduler`` (DPM-Solver++, orders 2 and 3),
   ``UniPCMultistepScheduler`` (orders 2 and 3) and ``DEISMultistepScheduler`` (orders 2 and 3) on
   the DDPM schedule, each with every ``timestep_spacing`` (linspace, leading, trailing),
-  ``lower_order_final`` on and off, and with and without Karras sigmas; the model sees our exact
-  score at the scheduler's own noise level (:func:`benchmarks.peers.eps_model`);
+  ``lower_order_final`` on and off, and with and without Karras sigmas (or only their defaults:
+  ``Profile.fewstep_peer_search``); the model sees our exact score at the scheduler's own noise
+  level (``peers.eps_model``);
 * peers, VP and VE: direct transcriptions of DPM-Solver++(2M) and of EDM's Heun sampler
-  (:mod:`benchmarks.paper_samplers`) on Karras (rho = 7) and log-SNR noise levels between our
+  (``paper_samplers``) on Karras (rho = 7) and log-SNR noise levels between our
   SDE's ``sigma(T)`` and ``sigma(eps)``.
 
 Selection is the same on both sides: each candidate runs on seed 0, the one with the lowest SW2
 is the side's best at that budget, and the best of each side then runs on every seed (the same
 seeds, hence the same prior draws, on both sides); the table reports mean +- standard error over
-seeds and the verdict of :func:`benchmarks.peers.verdict` on the paired SW2 differences.
+seeds and the verdict of ``peers.verdict`` on the paired SW2 differences.
 
-The schedule rows answer "is the GITS grid a fair advantage?": the peer's DPM-Solver++(2M)
-transcription on the same GITS noise levels, against our best solver on that grid.
+The schedule rows answer "is the GITS grid a fair advantage?": the peers' DDIM and DPM-Solver++(2M)
+transcriptions on the same GITS noise levels, against our best solver on that grid.
 """
 
 from __future__ import annotations
 
 import math
-import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
+import paper_samplers
 import torch
+from common import Profile, error_text, exact_score, get_profile, mean_se, quality_reference
+from peers import denoiser, eps_model, verdict
+from solvers_bench import SolverConfig, fit_steps
 from torch import Tensor
 
 import scoresde
-from benchmarks import paper_samplers
-from benchmarks.common import Profile, error_text, exact_score, get_profile, make_sde, quality_reference
-from benchmarks.peers import Counted, denoiser, eps_model, verdict
-from benchmarks.solvers_bench import SolverConfig, fit_steps
-from scoresde.sde.base import SDE
+from scoresde import SDE, CountedScore
+from scoresde.checkpoint import build_sde
 from scoresde.solvers.optimized_grids import GITS
 
 EPS = 1e-3  # the final time of our solvers (and the GITS fit); sigma(EPS) is the peers' sigma_min
@@ -139,7 +140,7 @@ def diffusers_sample(
 
     sched = getattr(diffusers, cls_name)(**_DDPM_SCHEDULE, **options)
     sched.set_timesteps(nfe)
-    model = Counted(eps_model(sde, score_fn))
+    model = CountedScore(eps_model(sde, score_fn))
     g = torch.Generator().manual_seed(seed)
     x = sde.prior_sample(tuple(shape), generator=g) * sched.init_noise_sigma
     for i, t in enumerate(sched.timesteps):
@@ -151,11 +152,11 @@ def diffusers_sample(
 def paper_sample(
     kind: str, sigmas: Tensor, sde: SDE, score_fn: Callable, shape: Sequence[int], seed: int
 ) -> Tuple[Tensor, int]:
-    """A transcription of :mod:`benchmarks.paper_samplers` on the noise levels ``sigmas`` (ending with 0).
+    """A transcription of ``paper_samplers`` on the noise levels ``sigmas`` (ending with 0).
 
     Starts from our prior draw for ``seed`` divided by ``scale(T)`` (the sigma frame).
     """
-    model = Counted(denoiser(sde, score_fn))
+    model = CountedScore(denoiser(sde, score_fn))
     scale_T, _ = sde.marginal_coeffs(torch.full((1,), sde.T, dtype=torch.float64))
     x = sde.prior_sample(tuple(shape), generator=torch.Generator().manual_seed(seed)) / float(scale_T)
     fn = {"ddim": paper_samplers.ddim, "dpmpp_2m": paper_samplers.dpmpp_2m, "heun": paper_samplers.edm_heun}[kind]
@@ -168,8 +169,16 @@ def sigma_range(sde: SDE) -> Tuple[float, float]:
     return float(r[0]), float(r[1])
 
 
-def our_candidates(sde: SDE, score: Callable, shape: Sequence[int], nfe: int, gits: Optional[GITS]) -> List[Candidate]:
-    """Our configurations x grids that fit in ``nfe`` evaluations."""
+def our_candidates(
+    sde: SDE,
+    score: Callable,
+    shape: Sequence[int],
+    nfe: int,
+    gits: Optional[GITS],
+    grids: Optional[Sequence[Optional[str]]] = None,
+) -> List[Candidate]:
+    """Our configurations x ``grids`` (default :data:`OUR_GRIDS`) that fit in ``nfe`` evaluations."""
+    grids = OUR_GRIDS if grids is None else grids
     out = []
     for family, configs in (("deterministic", OURS_DETERMINISTIC), ("stochastic", OURS_STOCHASTIC)):
         for cfg in configs:
@@ -181,7 +190,7 @@ def our_candidates(sde: SDE, score: Callable, shape: Sequence[int], nfe: int, gi
                 continue
             if steps is None:
                 continue
-            for grid in OUR_GRIDS:
+            for grid in grids:
                 if grid == "gits" and gits is None:
                     continue
                 g_arg = gits if grid == "gits" else grid
@@ -246,14 +255,6 @@ def peer_candidates(
 
 
 # --------------------------------------------------------------------------- the section
-def _mean_se(values: Sequence[float]) -> Tuple[float, float]:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    m = statistics.fmean(vals)
-    return m, (statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan"))
-
-
 def _evaluate(cand: Candidate, seed: int, ref) -> Dict[str, Any]:
     try:
         t0 = time.perf_counter()
@@ -272,8 +273,8 @@ def _best(cands: List[Tuple[Candidate, Dict[str, Any]]]) -> Optional[Tuple[Candi
 def _summary(side: str, cand: Candidate, per_seed: List[Dict[str, Any]]) -> Dict[str, Any]:
     sw2 = [r["sw2"] for r in per_seed]
     dlogp = [r["dlogp"] for r in per_seed]
-    m, se = _mean_se(sw2)
-    dm, dse = _mean_se(dlogp)
+    m, se = mean_se(sw2)
+    dm, dse = mean_se(dlogp)
     return {
         f"{side}_label": cand.label,
         f"{side}_family": cand.family,
@@ -309,22 +310,25 @@ def fewstep(
     candidates: List[Dict[str, Any]] = []
     fit_seconds: Dict[str, float] = {}
     refs: Dict[str, Any] = {}
+    grids = OUR_GRIDS if prof.fewstep_grids is None else prof.fewstep_grids
     t_start = time.perf_counter()
     for problem, sde_name in prof.fewstep_problems:
         if problem not in refs:
             refs[problem] = quality_reference(problem, prof, seed=0, n_samples=prof.fewstep_samples)
         ref = refs[problem]
-        sde = make_sde(sde_name)
+        sde = build_sde(sde_name)
         score = exact_score(ref.mixture, sde)
         event = tuple(ref.mixture.event_shape)
         shape = (prof.fewstep_samples, *event)
-        t0 = time.perf_counter()
-        gits = GITS(fine_steps=max(GITS_FINE_STEPS, 3 * max(prof.fewstep_nfe)), samples=GITS_SAMPLES).fit(
-            sde, score, event, eps=EPS, generator=torch.Generator().manual_seed(2024)
-        )
-        fit_seconds[f"{problem}/{sde_name}"] = round(time.perf_counter() - t0, 2)
+        gits = None
+        if "gits" in grids:
+            t0 = time.perf_counter()
+            gits = GITS(fine_steps=max(GITS_FINE_STEPS, 3 * max(prof.fewstep_nfe)), samples=GITS_SAMPLES).fit(
+                sde, score, event, eps=EPS, generator=torch.Generator().manual_seed(2024)
+            )
+            fit_seconds[f"{problem}/{sde_name}"] = round(time.perf_counter() - t0, 2)
         for nfe in prof.fewstep_nfe:
-            pool = our_candidates(sde, score, shape, nfe, gits) + peer_candidates(
+            pool = our_candidates(sde, score, shape, nfe, gits, grids) + peer_candidates(
                 sde_name, sde, score, shape, nfe, prof.fewstep_peer_search
             )
             first = [(c, _evaluate(c, seeds[0], ref)) for c in pool]
@@ -387,6 +391,7 @@ def fewstep(
     settings = dict(
         seeds=len(seeds), samples=prof.fewstep_samples, nfe=list(prof.fewstep_nfe), eps=EPS,
         peer_search=prof.fewstep_peer_search, gits_fit_seconds=fit_seconds,
+        our_grids=[g or "default" for g in grids],
         our_solvers=[c.label for c in OURS_DETERMINISTIC + OURS_STOCHASTIC if supported(c)],
         missing_solvers=[c.label for c in OURS_DETERMINISTIC + OURS_STOCHASTIC if not supported(c)],
     )

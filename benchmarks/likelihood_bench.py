@@ -34,6 +34,8 @@ import torch
 from scipy.integrate import solve_ivp
 
 import scoresde
+from scoresde import CountedScore
+from scoresde.exact import Gaussian
 from scoresde.likelihood import log_likelihood
 from scoresde.noise import rademacher as _rademacher
 
@@ -41,34 +43,24 @@ EPS = 1e-5
 
 
 # --------------------------------------------------------------------------- problem
-class GaussianScore(torch.nn.Module):
-    """Exact score of ``N(m, Q diag(lam) Q^T)`` data diffused by ``sde``: ``[B, D], [B] -> [B, D]``.
-
-    Counts its forward passes in ``self.forwards``.
-    """
+class GaussianScore:
+    """Exact score of ``N(m, Q diag(lam) Q^T)`` data diffused by ``sde`` (:class:`scoresde.exact.Gaussian`),
+    ``[B, D], [B] -> [B, D]``, with the closed-form model log-density :meth:`exact_log_prob`."""
 
     def __init__(self, sde: scoresde.SDE, mean: torch.Tensor, lam: torch.Tensor, Q: torch.Tensor):
-        super().__init__()
         self.sde = sde
-        self.register_buffer("mean", mean)
-        self.register_buffer("lam", lam)
-        self.register_buffer("Q", Q)
-        self.forwards = 0
+        self.mean, self.lam, self.Q = mean.double(), lam.double(), Q.double()
+        self.data = Gaussian(self.mean, (self.Q * self.lam) @ self.Q.T)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.forwards += 1
-        a, s = self.sde.marginal_coeffs(t.to(x.dtype))
-        c = a[:, None] ** 2 * self.lam.to(x.dtype) + s[:, None] ** 2  # [B, D] eigen-variances of p_t
-        Q = self.Q.to(x.dtype)
-        y = (x - a[:, None] * self.mean.to(x.dtype)) @ Q  # eigen-coordinates of x - a_t m
-        return -(y / c) @ Q.T
+    def __call__(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        return self.data.score(x, self.sde, t)
 
     def exact_log_prob(self, x: torch.Tensor, eps: float = EPS) -> torch.Tensor:
         """Closed-form model log-density ``log p_eps(x)`` in float64, ``[B, D] -> [B]``."""
-        x = x.double()
+        x = x.double().cpu()
         t = torch.tensor([eps, self.sde.T], dtype=torch.float64)
         a, s = self.sde.marginal_coeffs(t)
-        lam, Q, m = self.lam.double(), self.Q.double(), self.mean.double()
+        lam, Q, m = self.lam, self.Q, self.mean
         c_e, c_T = a[0] ** 2 * lam + s[0] ** 2, a[1] ** 2 * lam + s[1] ** 2
         z = a[1] * m + (((x - a[0] * m) @ Q) * torch.sqrt(c_T / c_e)) @ Q.T
         return self.sde.prior_log_prob(z) + 0.5 * torch.log(c_T / c_e).sum()
@@ -84,8 +76,7 @@ def make_problem(
     mean = 0.5 * torch.randn(D, generator=g, dtype=torch.float64)
     sde = scoresde.VPSDE()
     x = mean + (torch.randn(B, D, generator=g, dtype=torch.float64) * lam.sqrt()) @ Q.T
-    score = GaussianScore(sde, mean.float(), lam.float(), Q.float()).to(device)
-    return sde, score, x.float().to(device)
+    return sde, GaussianScore(sde, mean, lam, Q), x.float().to(device)
 
 
 # --------------------------------------------------------------------------- the classic loop
@@ -213,8 +204,8 @@ def scipy_roundtrip_comparison(device: str = "cpu", quick: bool = True, threads:
     D, B = (16, 64) if quick else (64, 256)
     rtol = atol = 1e-5
     reps = 2 if quick else 3  # best of `reps` timed calls after a warm-up call, the same on both sides
-    sde, score, x = make_problem(D, B, device)
-    exact = score.exact_log_prob(x).to(device)
+    sde, gaussian, x = make_problem(D, B, device)
+    exact = gaussian.exact_log_prob(x).to(device)
     # The probes the classic runs use are drawn exactly as log_likelihood draws them from these seeds,
     # so that ours and the classic loop evaluate the same estimator on the same draws.
     seed_1, seed_n = 1, 2
@@ -228,13 +219,12 @@ def scipy_roundtrip_comparison(device: str = "cpu", quick: bool = True, threads:
     with _num_threads(threads), torch.no_grad():
         # -- classic, one probe and n_probes probes averaged
         def classic(probe_set: torch.Tensor):
-            lps, nfe = [], 0
-            score.forwards = 0
+            lps, nfe, score = [], 0, CountedScore(gaussian)
             for e in probe_set:
                 lp, n = classic_log_likelihood(sde, score, x, e, rtol=rtol, atol=atol)
                 lps.append(lp)
                 nfe += n
-            return torch.stack(lps).mean(0), nfe, score.forwards
+            return torch.stack(lps).mean(0), nfe, score.nfe
 
         t, (lp, nfe, fw) = _timed(lambda: classic(probe_1), reps)
         out["classic_1"] = dict(seconds=t, nfe=nfe, forwards=fw, error=err(lp))
@@ -243,11 +233,11 @@ def scipy_roundtrip_comparison(device: str = "cpu", quick: bool = True, threads:
 
         # -- ours, same probes (exact trace needs none)
         def ours(**kw):
-            score.forwards = 0
+            score = CountedScore(gaussian)
             if "generator" in kw:
                 kw = dict(kw, generator=kw["generator"]())
             res = log_likelihood(sde, score, x, rtol=rtol, atol=atol, **kw)
-            return res, score.forwards
+            return res, score.nfe
 
         for name, kw in [
             ("ours_hutchinson_1", dict(trace="hutchinson", n_probes=1, seed=seed_1)),
@@ -271,19 +261,6 @@ def scipy_roundtrip_comparison(device: str = "cpu", quick: bool = True, threads:
     return out
 
 
-class CountedNet(torch.nn.Module):
-    """A score function that counts its forward passes in ``self.forwards``."""
-
-    def __init__(self, score_fn: Callable):
-        super().__init__()
-        self.score_fn = score_fn
-        self.forwards = 0
-
-    def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        self.forwards += 1
-        return self.score_fn(x, t)
-
-
 def unet_problem(checkpoint: Optional[str] = None, data_dir: Optional[str] = None, batch: int = 4, seed: int = 0):
     """``(sde, score, x, label)``: a U-Net score on ``[batch, 1, 28, 28]`` images.
 
@@ -291,8 +268,8 @@ def unet_problem(checkpoint: Optional[str] = None, data_dir: Optional[str] = Non
     images (``data_dir`` or ``SCORESDE_DATA``); otherwise the same architecture with random weights
     (the zero-initialised output layers drawn too, so the score is not trivially zero) on uniform images.
     """
+    from scoresde.checkpoint import build_score_model, load_model
     from scoresde.nets import UNet
-    from scoresde.training import build_score_model, load_model
 
     if checkpoint:
         sde, score, cfg = load_model(checkpoint)
@@ -310,7 +287,7 @@ def unet_problem(checkpoint: Optional[str] = None, data_dir: Optional[str] = Non
     sde = scoresde.VPSDE()
     score = build_score_model(net.eval().requires_grad_(False), sde, "eps")
     x = torch.rand(batch, 1, 28, 28, generator=g) * 2 - 1
-    return sde, score, x, "random U-Net (0.28M parameters)"
+    return sde, score, x, f"random U-Net ({sum(p.numel() for p in net.parameters()) / 1e6:.2f}M parameters)"
 
 
 def unet_comparison(checkpoint: Optional[str] = None, data_dir: Optional[str] = None, batch: int = 4,
@@ -324,7 +301,7 @@ def unet_comparison(checkpoint: Optional[str] = None, data_dir: Optional[str] = 
     each method is its wall time over its NFE.
     """
     sde, net_score, x, label = unet_problem(checkpoint, data_dir, batch)
-    score = CountedNet(net_score)
+    score = CountedScore(net_score)
     seed = 1
     probe = _rademacher((1, *x.shape), torch.Generator().manual_seed(seed), x.device, torch.float32)[0]
     out: Dict = dict(model=label, shape=list(x.shape), rtol=rtol, atol=rtol, ref_rtol=ref_rtol, threads=threads)
@@ -336,17 +313,17 @@ def unet_comparison(checkpoint: Optional[str] = None, data_dir: Optional[str] = 
         def err(lp: torch.Tensor) -> float:
             return float((lp.double() - ref.log_prob.double()).abs().mean())
 
-        score.forwards = 0
+        score.nfe = 0
         t, (lp, nfe) = _timed(lambda: classic_log_likelihood(sde, score, x, probe, rtol=rtol, atol=rtol), reps)
-        out["classic"] = dict(seconds=t, nfe=nfe, forwards=score.forwards // (reps + 1), error=err(lp), ms_per_eval=1e3 * t / nfe)
+        out["classic"] = dict(seconds=t, nfe=nfe, forwards=score.nfe // (reps + 1), error=err(lp), ms_per_eval=1e3 * t / nfe)
 
         def ours():
             return log_likelihood(sde, score, x, trace="hutchinson", n_probes=1, rtol=rtol, atol=rtol,
                                   generator=torch.Generator().manual_seed(seed))
 
-        score.forwards = 0
+        score.nfe = 0
         t, res = _timed(ours, reps)
-        out["ours"] = dict(seconds=t, nfe=res.nfe, forwards=score.forwards // (reps + 1), error=err(res.log_prob),
+        out["ours"] = dict(seconds=t, nfe=res.nfe, forwards=score.nfe // (reps + 1), error=err(res.log_prob),
                            ms_per_eval=1e3 * t / res.nfe)
 
         # the floor: one forward pass and one VJP of the score at this batch, nothing else

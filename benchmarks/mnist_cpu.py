@@ -31,13 +31,12 @@ from typing import Dict, List, Optional
 
 import torch
 
-from scoresde.checkpoint import load_checkpoint
+from scoresde.checkpoint import load_checkpoint, load_model
 from scoresde.data import get_dataset
 from scoresde.evaluate import dataset_likelihood, draw_class_samples, draw_samples
 from scoresde.guidance import classifier_free
 from scoresde.metrics import feature_statistics, load_quality_classifier, reference_statistics, sample_quality
 from scoresde.plotting import save_samples_figure
-from scoresde.training import load_model
 
 
 def cpu_seconds(time_log: Optional[str]) -> Optional[Dict[str, float]]:

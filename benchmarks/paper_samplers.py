@@ -4,7 +4,7 @@ diffusers has no multistep scheduler for the VE SDE, so the few-step benchmark c
 solvers on VE (and, as an extra peer, on VP) with these transcriptions of the papers' algorithms.
 Both run in the EDM / k-diffusion frame: ``x_sigma = x_t / scale(t)`` against the noise-to-signal
 ratio ``sigma = std(t) / scale(t)``, with the denoiser ``D(x_sigma; sigma) = E[x_0 | x_sigma]``
-(:func:`benchmarks.peers.denoiser` builds it from a score). In that frame the probability-flow
+(``peers.denoiser`` builds it from a score). In that frame the probability-flow
 ODE is ``dx/dsigma = (x - D(x; sigma)) / sigma`` for every SDE with a Gaussian kernel, so one
 transcription serves VP and VE. They live in ``benchmarks/``, not in the package: they are the
 yardstick, written from the papers, not from our solvers.

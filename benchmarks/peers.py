@@ -21,8 +21,9 @@ asking for the model at ``sigma`` gets our score at ``t = t(sigma)`` (inverting
     D(x_sigma; sigma)  = (x + std^2 score(x, t)) / scale,  x = scale x_sigma   (k-diffusion)
     score(x; sigma)    = score(x, t)                                  (ScoreSdeVeScheduler)
 
-Quality is the same as in :mod:`benchmarks.solvers_bench`: SW2 to true samples and ``dlogp``,
-averaged over seeds, with the standard error over seeds.
+with the conversions of :mod:`scoresde.score` (``score_to_eps``, ``tweedie_denoise``). Quality is
+the same as in ``solvers_bench.py``: SW2 to true samples and ``dlogp``, averaged over seeds, with the
+standard error over seeds. Model calls are counted with :class:`scoresde.CountedScore`.
 """
 
 from __future__ import annotations
@@ -38,23 +39,15 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
+from common import Profile, error_text, exact_score, get_profile, mean_se, package_version, quality_reference, timed
+from solvers_bench import FIXED_CONFIGS, SolverConfig, fit_steps
 from torch import Tensor
 
 import scoresde
-from benchmarks.common import (
-    Profile,
-    error_text,
-    exact_score,
-    get_profile,
-    make_sde,
-    package_version,
-    quality_reference,
-    timed,
-)
-from benchmarks.solvers_bench import FIXED_CONFIGS, SolverConfig, fit_steps
-from scoresde._utils import append_dims
+from scoresde import SDE, CountedScore, append_dims
+from scoresde.checkpoint import build_sde
 from scoresde.exact import Gaussian
-from scoresde.sde.base import SDE
+from scoresde.score import score_to_eps, tweedie_denoise
 
 _CONFIGS = {c.label: c for c in FIXED_CONFIGS}
 #: Our deterministic solvers, the candidates for "our best at this NFE" against a method we lack.
@@ -72,8 +65,7 @@ def eps_model(sde: SDE, score_fn: Callable[[Tensor, Tensor], Tensor]) -> Callabl
 
     def eps(x: Tensor, sigma: Tensor) -> Tensor:
         t = time_at_sigma(sde, sigma)
-        _, std = sde.marginal_coeffs(t)
-        return -append_dims(std, x.ndim) * score_fn(x, t)
+        return score_to_eps(sde, score_fn(x, t), t)
 
     return eps
 
@@ -83,22 +75,10 @@ def denoiser(sde: SDE, score_fn: Callable[[Tensor, Tensor], Tensor]) -> Callable
 
     def D(x_sigma: Tensor, sigma: Tensor) -> Tensor:
         t = time_at_sigma(sde, sigma)
-        scale, std = sde.marginal_coeffs(t)
-        x = append_dims(scale, x_sigma.ndim) * x_sigma
-        return (x + append_dims(std * std, x.ndim) * score_fn(x, t)) / append_dims(scale, x.ndim)
+        scale, _ = sde.marginal_coeffs(t)
+        return tweedie_denoise(sde, score_fn, append_dims(scale, x_sigma.ndim) * x_sigma, t)
 
     return D
-
-
-class Counted:
-    """Count the calls of a model function (each call is one batched evaluation)."""
-
-    def __init__(self, fn: Callable[..., Tensor]):
-        self.fn, self.nfe = fn, 0
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Tensor:
-        self.nfe += 1
-        return self.fn(*args, **kwargs)
 
 
 # --------------------------------------------------------------------------- peers: loading
@@ -168,7 +148,8 @@ def diffusers_pc_sample(
         snr=snr, sigma_min=sde.sigma_min, sigma_max=sde.sigma_max, sampling_eps=eps, correct_steps=correct_steps
     )
     log_ratio = math.log(sde.sigma_max / sde.sigma_min)
-    model = Counted(lambda x, sigma: score_fn(x, (torch.log(sigma / sde.sigma_min) / log_ratio).clamp(0.0, sde.T)))
+    # the scheduler's sigma is the VE schedule's sigma(t) = sigma_min (sigma_max / sigma_min)^t
+    model = CountedScore(lambda x, sigma: score_fn(x, (torch.log(sigma / sde.sigma_min) / log_ratio).clamp(0.0, sde.T)))
     sched.set_timesteps(steps)
     sched.set_sigmas(steps)
     x = torch.randn(tuple(shape), generator=generator) * sched.init_noise_sigma
@@ -228,7 +209,7 @@ def diffusers_discrete_sample(
     sched = cls(**_DDPM_SCHEDULE, **options)
     alphas_cumprod = sched.alphas_cumprod.double()
     train_sigmas = ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
-    eps = Counted(eps_model(sde, score_fn))
+    eps = CountedScore(eps_model(sde, score_fn))
 
     def sigma_at(timestep: Tensor) -> Tensor:
         k = torch.as_tensor(timestep, dtype=torch.float64).clamp(0, len(train_sigmas) - 1)
@@ -288,7 +269,7 @@ def k_sample(
     k-diffusion draws its ancestral noise from the global generator; it is seeded from
     ``generator`` inside a forked RNG state, so the global state is left alone.
     """
-    model = Counted(denoiser(sde, score_fn))
+    model = CountedScore(denoiser(sde, score_fn))
     sigmas = k_sigmas(sde, nfe, sampler).to(dtype)
     scale_T, _ = sde.marginal_coeffs(torch.full((1,), sde.T, dtype=torch.float64))
     x = sde.prior_sample(shape, generator=generator, dtype=dtype) / float(scale_T)
@@ -300,15 +281,6 @@ def k_sample(
 
 
 # --------------------------------------------------------------------------- comparison rows
-def _mean_se(values: Sequence[float]) -> Tuple[float, float]:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return float("nan"), float("nan")
-    m = statistics.fmean(vals)
-    se = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
-    return m, se
-
-
 def verdict(ours: Sequence[float], peer: Sequence[float], rel_tol: float = 0.02) -> str:
     """``"better"``, ``"equal within noise"`` or ``"worse"`` for per-seed SW2 values (lower is better).
 
@@ -441,10 +413,10 @@ def compare(
         ours_rows.append((label, st, ours_nfe))
     if analog.startswith("no direct analog"):
         ours_rows = [min(ours_rows, key=lambda r: statistics.fmean(r[1]["sw2"]))]
-    p_sw2, p_se = _mean_se(peer_stats["sw2"])
+    p_sw2, p_se = mean_se(peer_stats["sw2"])
     rows = []
     for label, st, ours_nfe in ours_rows:
-        o_sw2, o_se = _mean_se(st["sw2"])
+        o_sw2, o_se = mean_se(st["sw2"])
         rows.append(
             {
                 "peer": peer,
@@ -461,8 +433,8 @@ def compare(
                 "peer_sw2_se": p_se,
                 "ours_sw2": o_sw2,
                 "ours_sw2_se": o_se,
-                "peer_dlogp": _mean_se(peer_stats["dlogp"])[0],
-                "ours_dlogp": _mean_se(st["dlogp"])[0],
+                "peer_dlogp": mean_se(peer_stats["dlogp"])[0],
+                "ours_dlogp": mean_se(st["dlogp"])[0],
                 "peer_seconds": statistics.fmean(peer_stats["seconds"]),
                 "ours_seconds": statistics.fmean(st["seconds"]),
                 "sw2_floor": reference.sw2_floor,
@@ -481,7 +453,7 @@ def diffusers_rows(profile: Profile, refs: Dict[str, Any]) -> List[Dict[str, Any
     for problem, ref in refs.items():
         event = tuple(ref.mixture.event_shape)
         shape = (profile.peer_samples, *event)
-        ve = make_sde("ve")
+        ve = build_sde("ve")
         score = exact_score(ref.mixture, ve)
         for nfe in profile.peer_nfe:
             steps = nfe // 2  # one corrector and one predictor evaluation per level
@@ -507,7 +479,7 @@ def diffusers_rows(profile: Profile, refs: Dict[str, Any]) -> List[Dict[str, Any
                 if steps >= 1
                 else []
             )
-        vp = make_sde("vp")
+        vp = build_sde("vp")
         score_vp = exact_score(ref.mixture, vp)
         for name, ours, options in DIFFUSERS_DISCRETE:
             for nfe in profile.peer_nfe:
@@ -561,7 +533,7 @@ def diffusers_rows(profile: Profile, refs: Dict[str, Any]) -> List[Dict[str, Any
 def k_diffusion_rows(sampling: types.ModuleType, profile: Profile, refs: Dict[str, Any]) -> List[Dict[str, Any]]:
     """k-diffusion's samplers against ours on the VP SDE at equal NFE, on the same time grid."""
     rows: List[Dict[str, Any]] = []
-    vp = make_sde("vp")
+    vp = build_sde("vp")
     cache = Memo()
     for problem, ref in refs.items():
         shape = (profile.peer_samples, *tuple(ref.mixture.event_shape))
@@ -602,7 +574,7 @@ def k_likelihood_rows(sampling: types.ModuleType, profile: Profile, tol: float =
     data = Gaussian(
         torch.randn(D, generator=g, dtype=torch.float64), A @ A.T / D + 0.1 * torch.eye(D, dtype=torch.float64)
     )
-    sde = make_sde("ve")
+    sde = build_sde("ve")
     score = data.score_fn(sde)
     eps = 1e-5
     sigma_min = float(sde.marginal_coeffs(torch.tensor([eps], dtype=torch.float64))[1])
@@ -610,7 +582,7 @@ def k_likelihood_rows(sampling: types.ModuleType, profile: Profile, tol: float =
     x = data.sample(min(profile.peer_samples, 256), generator=g)
     exact = data.log_prob(x, sde, eps)
     rows = []
-    model = Counted(denoiser(sde, lambda y, t: score(y, t.clamp(eps, sde.T))))
+    model = CountedScore(denoiser(sde, lambda y, t: score(y, t.clamp(eps, sde.T))))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         secs, (ll, _info) = timed(lambda: sampling.log_likelihood(model, x, sigma_min, sigma_max, atol=tol, rtol=tol))
@@ -625,11 +597,9 @@ def k_likelihood_rows(sampling: types.ModuleType, profile: Profile, tol: float =
             "tol": tol,
         }
     )
-    from scoresde.likelihood import log_likelihood
-
     for trace in ("hutchinson", "exact"):
         secs, res = timed(
-            lambda: log_likelihood(
+            lambda: scoresde.log_likelihood(
                 sde, score, x, eps=eps, rtol=tol, atol=tol, trace=trace, generator=torch.Generator().manual_seed(0)
             )
         )

@@ -5,9 +5,11 @@ Usage::
     python benchmarks/run.py [--quick] [--device cpu|cuda] --out results.json
 
 writes ``results.json``, ``results.md`` (the tables the docs include) and
-``results-quality_vs_nfe.png`` next to it. ``--quick`` is sized for about five minutes on two CPU
-cores. Top-level keys of the JSON: ``solver_overhead``, ``quality_vs_nfe``, ``likelihood``,
-``likelihood_vs_scipy_roundtrip``, ``training``, ``peers`` and ``meta``. A section that cannot run
+``results-quality_vs_nfe.png`` next to it (and ``results-fewstep.png`` with the few-step section).
+``--quick`` is sized for under ten minutes on two CPU cores with ``--threads 1`` (on cores busy with
+other work, more threads than free cores slow it down many times). Top-level keys of the JSON:
+``solver_overhead``, ``quality_vs_nfe``, ``likelihood``, ``likelihood_vs_scipy_roundtrip``,
+``training``, ``peers``, ``fewstep`` and ``meta``. A section that cannot run
 holds the string ``"unavailable: <reason>"`` (a module or dependency is missing) or
 ``"failed: <error>"`` instead of its results.
 """
@@ -24,13 +26,8 @@ import traceback
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-_ROOT = Path(__file__).resolve().parent.parent
-if str(_ROOT) not in sys.path:  # run as a script: make ``scoresde`` and ``benchmarks`` importable
-    sys.path.insert(0, str(_ROOT))
-
 import torch
-
-from benchmarks.common import Profile, check_device, environment, error_text, get_profile, rows_to_markdown
+from common import Profile, check_device, environment, error_text, get_profile, rows_to_markdown
 
 SECTIONS = (
     "solver_overhead",
@@ -45,11 +42,17 @@ SECTIONS = (
 
 # --------------------------------------------------------------------------- running sections
 def load_function(module: str, name: str) -> Callable[..., Any]:
-    """Import ``benchmarks.<module>.<name>``; raises ``ImportError`` naming what is missing."""
+    """``<name>`` of the benchmark module ``<module>`` (``benchmarks/<module>.py``, imported as a local module).
+
+    Raises ``ImportError`` naming what is missing.
+    """
     try:
-        mod = importlib.import_module(f"benchmarks.{module}")
+        mod = importlib.import_module(module)
     except ImportError as e:
         raise ImportError(f"benchmarks/{module}.py does not import ({error_text(e)})") from e
+    where = Path(getattr(mod, "__file__", None) or "").resolve().parent
+    if where != Path(__file__).resolve().parent:
+        raise ImportError(f"the module {module!r} was imported from {where}, not from benchmarks/")
     if not hasattr(mod, name):
         raise ImportError(f"benchmarks/{module}.py has no function {name!r}")
     return getattr(mod, name)
@@ -387,6 +390,10 @@ def fewstep_markdown(value: Any) -> str:
         "standard errors or 2 %).",
         "",
     ]
+    if settings.get("our_grids"):
+        search = settings.get("peer_search")
+        peers_tried = "every spacing x lower_order_final x Karras sigmas" if search == "all" else "their defaults"
+        out += [f"Our grids in this run: {', '.join(settings['our_grids'])}; diffusers' settings: {peers_tried}.", ""]
     if settings.get("missing_solvers"):
         out += [f"Solvers not in `scoresde.SOLVERS` in this run: {', '.join(settings['missing_solvers'])}.", ""]
     out.append(_md_table(["problem", "SDE", "NFE", "scoresde best", "SW2", "dlogp", "best peer", "SW2 peer", "dlogp peer", "verdict"],
@@ -712,7 +719,9 @@ def plot_fewstep(rows: List[Dict[str, Any]], path: Path) -> bool:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(description="Run the scoresde benchmark suite.")
-    parser.add_argument("--quick", action="store_true", help="the quick profile (about 5 minutes on 2 CPU cores)")
+    parser.add_argument(
+        "--quick", action="store_true", help="the quick profile (under 10 minutes on 2 CPU cores with --threads 1)"
+    )
     parser.add_argument(
         "--profile",
         choices=("smoke", "quick", "full"),
@@ -722,7 +731,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default="results.json", help="JSON output path; .md and .png go next to it")
     parser.add_argument("--sections", default=None, help=f"comma-separated subset of: {', '.join(SECTIONS)}")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's default)")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's default; 1 on a machine shared with other work)",
+    )
     args = parser.parse_args(argv)
 
     try:

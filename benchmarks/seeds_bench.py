@@ -19,9 +19,11 @@ import time
 from pathlib import Path
 
 import torch
+from common import synchronize
 
 import scoresde
 from scoresde.nets import UNet
+from scoresde.noise import SeededNoise
 
 SOLVERS = {
     "euler_maruyama": dict(),
@@ -30,11 +32,6 @@ SOLVERS = {
     "ddim_eta1": dict(solver="ddim", eta=1.0),
     "torchsde": dict(),
 }
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 32, steps: int = 10, repeats: int = 5,
@@ -55,10 +52,10 @@ def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 3
 
         def once(seeded: bool) -> float:
             kw = dict(seeds=range(batch)) if seeded else dict(generator=torch.Generator(device=dev).manual_seed(0))
-            _sync(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             scoresde.solve(sde, score, shape, solver, steps=steps, device=dev, **kw, **opts)
-            _sync(dev)
+            synchronize(dev)
             return time.perf_counter() - t0
 
         once(False), once(True)  # warm-up
@@ -82,8 +79,6 @@ def run(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 3
 def micro(device: str = "cpu", batch: int = 16, image: int = 32, channels: int = 32, repeats: int = 20) -> dict:
     """Robust to machine load: the fastest of ``repeats`` timings of one noise draw (seeded, generator) and of
     one bare U-Net evaluation, and the implied upper bound on the seeds' overhead per step."""
-    from scoresde.noise import SeededNoise
-
     dev = torch.device(device)
     torch.manual_seed(0)
     net = UNet(in_channels=3, image_size=image, channels=channels, channel_mults=(1, 2, 2), num_res_blocks=1, dropout=0.0)
@@ -96,10 +91,10 @@ def micro(device: str = "cpu", batch: int = 16, image: int = 32, channels: int =
     def best(fn) -> float:
         times = []
         for _ in range(repeats):
-            _sync(dev)
+            synchronize(dev)
             t0 = time.perf_counter()
             fn()
-            _sync(dev)
+            synchronize(dev)
             times.append(time.perf_counter() - t0)
         return min(times)
 

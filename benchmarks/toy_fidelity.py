@@ -15,7 +15,7 @@ explicitly (``OLD_RECIPE``). ``--recipe NAME='--opt value ...'`` adds any other.
 
     OMP_NUM_THREADS=1 python benchmarks/toy_fidelity.py --set-seeds gmm05=0,1 --out benchmarks/results/toy-fidelity.json
 
-writes ``toy-fidelity.json`` and ``toy-fidelity.md`` (about 35 minutes on one busy CPU core).
+writes ``toy-fidelity.json`` and ``toy-fidelity.md``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import io
 import json
 import math
 import shlex
-import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -36,11 +35,12 @@ import numpy as np
 import torch
 
 import scoresde
+from scoresde.checkpoint import load_model
 from scoresde.cli import main as cli_main
 from scoresde.data import toy_gmm
 from scoresde.exact import GaussianMixture
 from scoresde.likelihood import log_likelihood
-from scoresde.training import load_model
+from scoresde.metrics import mean_and_stderr
 
 #: The vector-data training defaults before the fidelity work, spelled out as command-line options.
 OLD_RECIPE = (
@@ -70,11 +70,6 @@ def mixture(name: str) -> GaussianMixture:
     raise ValueError(f"unknown data set {name!r}; valid: gmm, gmm05")
 
 
-def mean_se(v: torch.Tensor) -> tuple:
-    v = v.double()
-    return float(v.mean()), float(v.std() / math.sqrt(v.numel()))
-
-
 def train_cli(data: str, recipe: str, seed: int, out: Path, workdir: Path) -> float:
     """``scoresde train`` with the recipe's options; returns the wall time in seconds."""
     spec = data
@@ -102,18 +97,18 @@ def evaluate(run: Path, data: str, seed: int, n_samples: int, n_test: int) -> Di
     for name, (solver, steps, opts) in SAMPLERS.items():
         gen = torch.Generator().manual_seed(seed + 100)
         x = scoresde.solve(sde, score, (n_samples, 2), solver=solver, steps=steps, generator=gen, **opts).samples
-        row[name], row[name + "_se"] = mean_se(p.log_prob(x.double()))
+        row[name], row[name + "_se"] = mean_and_stderr(p.log_prob(x.double()))
     x_test = p.sample(n_test, generator=torch.Generator().manual_seed(seed + 200))
     lik = log_likelihood(sde, score, x_test, trace="exact", rtol=1e-5, atol=1e-5, score_dtype=torch.float32)
-    row["nll"], row["nll_se"] = mean_se(-lik.log_prob)
+    row["nll"], row["nll_se"] = mean_and_stderr(-lik.log_prob)
     # KL(p || q) on the same points: a paired difference, with a much smaller error than the NLL itself.
-    row["kl"], row["kl_se"] = mean_se(p.log_prob(x_test) - lik.log_prob)
+    row["kl"], row["kl_se"] = mean_and_stderr(p.log_prob(x_test) - lik.log_prob)
     return row
 
 
 def data_row(data: str, n: int) -> Dict[str, float]:
     lp = mixture(data).log_prob(mixture(data).sample(n, generator=torch.Generator().manual_seed(7)))
-    m, se = mean_se(lp)
+    m, se = mean_and_stderr(lp)
     return {"data": m, "data_se": se, "entropy": -m}
 
 
@@ -121,9 +116,7 @@ def summarize(rows: List[dict]) -> Dict[str, float]:
     """Mean over seeds of each figure, with the standard error of that mean (from the seed-to-seed spread)."""
     out: Dict[str, float] = {}
     for key in ("ode", "euler_maruyama", "pc", "ancestral", "nll", "kl", "train_seconds"):
-        vals = [r[key] for r in rows]
-        out[key] = statistics.fmean(vals)
-        out[key + "_se"] = statistics.stdev(vals) / math.sqrt(len(vals)) if len(vals) > 1 else float("nan")
+        out[key], out[key + "_se"] = mean_and_stderr(torch.tensor([r[key] for r in rows], dtype=torch.float64))
     return out
 
 

@@ -18,29 +18,22 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
+from common import synchronize
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from scoresde.data import Dataset, get_dataset, to_levels, toy_gmm  # noqa: E402
-from scoresde.likelihood import bits_per_dim, log_likelihood  # noqa: E402
-from scoresde.metrics import mean_and_stderr  # noqa: E402
-from scoresde.nets import build_network  # noqa: E402
-from scoresde.training import TrainConfig, Trainer, load_model  # noqa: E402
-from scoresde.training.demo import demo_config  # noqa: E402
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from scoresde import bits_per_dim, log_likelihood
+from scoresde.checkpoint import load_model
+from scoresde.config import TrainConfig
+from scoresde.data import Dataset, get_dataset, to_levels, toy_gmm
+from scoresde.metrics import mean_and_stderr
+from scoresde.nets import build_network
+from scoresde.training import Trainer
+from scoresde.training.demo import demo_config
 
 
 def _bare_rate(net: torch.nn.Module, batch: int, event, steps: int, device: torch.device, optimizer: bool) -> float:
@@ -61,11 +54,11 @@ def _bare_rate(net: torch.nn.Module, batch: int, event, steps: int, device: torc
 
     for _ in range(10):
         step()
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     for _ in range(steps):
         step()
-    _sync(device)
+    synchronize(device)
     return steps * batch / (time.perf_counter() - t0)
 
 
@@ -113,9 +106,7 @@ def training_quality(device: str = "cpu", quick: bool = True, seed: int = 0) -> 
 
     The demo's configuration (the vector defaults of ``scoresde train``: MLP hidden 128 depth 2, batch
     1024, VP SDE, likelihood weighting with importance-sampled stratified times, cosine learning rate)
-    for 2000 (quick) or 4000 steps; NLL with the exact trace on 300 / 1000 held-out points. (The modes
-    of the mixture separate after about 1500 steps; before that the model is a blurred ring with a
-    gap near 1 nat.)
+    for 2000 (quick) or 4000 steps; NLL with the exact trace on 300 / 1000 held-out points.
 
     Returns:
         ``{steps, nll, nll_stderr, entropy, entropy_stderr, gap, gap_stderr, train_seconds}`` with
@@ -193,7 +184,7 @@ def main(argv=None) -> None:
     args = p.parse_args(argv)
     quick = not args.full
     if args.device == "cpu":
-        torch.set_num_threads(1)  # tiny CPU kernels: one thread is both fastest and reproducible
+        torch.set_num_threads(1)  # tiny CPU kernels: one thread, reproducible and free of oversubscription
     print(json.dumps({"training_throughput": training_throughput(args.device, quick)}), flush=True)
     print(json.dumps({"training_quality": training_quality(args.device, quick)}), flush=True)
     if torch.device(args.device).type == "cuda":
