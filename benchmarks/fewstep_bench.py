@@ -42,17 +42,18 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
-import paper_samplers
 import torch
-from common import Profile, error_text, exact_score, get_profile, mean_se, quality_reference
-from peers import denoiser, eps_model, verdict
-from solvers_bench import SolverConfig, fit_steps
 from torch import Tensor
 
 import scoresde
 from scoresde import SDE, CountedScore
 from scoresde.checkpoint import build_sde
 from scoresde.solvers.optimized_grids import GITS
+
+import paper_samplers
+from common import Profile, error_text, exact_score, get_profile, mean_se, quality_reference
+from peers import denoiser, eps_model, verdict
+from solvers_bench import SolverConfig, fit_steps
 
 EPS = 1e-3  # the final time of our solvers (and the GITS fit); sigma(EPS) is the peers' sigma_min
 #: GITS fit: at least this many fine steps (and 3 per step of the largest budget), on this many teacher samples

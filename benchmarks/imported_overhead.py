@@ -20,13 +20,15 @@ import argparse
 import json
 import time
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional
+from typing import Any, Dict, List, Optional
 
 import torch
 
 import scoresde
 from scoresde.noise import rademacher
 from scoresde.pretrained.score_sde import ScoreSDEScore, build_score_sde_network, resolve_config, sde_from_config
+
+from common import median_time
 
 
 def make_model(size: str, seed: int = 0):
@@ -42,16 +44,6 @@ def make_model(size: str, seed: int = 0):
     net.eval().requires_grad_(False)
     sde, kind, continuous = sde_from_config(cfg)
     return sde, ScoreSDEScore(net, sde, kind, continuous).eval(), net, (3, 32, 32)
-
-
-def _median_time(fn: Callable[[], Any], repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return sorted(times)[len(times) // 2]
 
 
 def per_evaluation(batch: int, repeats: int) -> Dict[str, float]:
@@ -86,8 +78,8 @@ def per_evaluation(batch: int, repeats: int) -> Dict[str, float]:
     def rhs():
         flow(x, t)
 
-    f, s = _median_time(bare_forward, repeats), _median_time(in_sampler, repeats) / steps
-    v, r = _median_time(bare_vjp, repeats), _median_time(rhs, repeats)
+    f, s = median_time(bare_forward, repeats), median_time(in_sampler, repeats) / steps
+    v, r = median_time(bare_vjp, repeats), median_time(rhs, repeats)
     return {"batch": batch, "forward_s": f, "sampler_eval_s": s, "sampler_ratio": s / f,
             "forward_vjp_s": v, "likelihood_rhs_s": r, "likelihood_ratio": r / v}
 

@@ -39,8 +39,6 @@ import types
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from common import Profile, error_text, exact_score, get_profile, mean_se, package_version, quality_reference, timed
-from solvers_bench import FIXED_CONFIGS, SolverConfig, fit_steps
 from torch import Tensor
 
 import scoresde
@@ -48,6 +46,9 @@ from scoresde import SDE, CountedScore, append_dims
 from scoresde.checkpoint import build_sde
 from scoresde.exact import Gaussian
 from scoresde.score import score_to_eps, tweedie_denoise
+
+from common import Profile, error_text, exact_score, get_profile, mean_se, package_version, quality_reference, timed
+from solvers_bench import FIXED_CONFIGS, SolverConfig, fit_steps
 
 _CONFIGS = {c.label: c for c in FIXED_CONFIGS}
 #: Our deterministic solvers, the candidates for "our best at this NFE" against a method we lack.

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
 import torch
+
 from common import Profile, check_device, environment, error_text, get_profile, rows_to_markdown
 
 SECTIONS = (

@@ -19,11 +19,12 @@ import time
 from pathlib import Path
 
 import torch
-from common import synchronize
 
 import scoresde
 from scoresde.nets import UNet
 from scoresde.noise import SeededNoise
+
+from common import synchronize
 
 SOLVERS = {
     "euler_maruyama": dict(),

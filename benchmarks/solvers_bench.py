@@ -16,13 +16,14 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import torch
-from common import Profile, error_text, exact_score, get_profile, quality_reference, timed
 from torch import Tensor
 
 import scoresde
 from scoresde import SDE
 from scoresde.checkpoint import build_sde
 from scoresde.exact import Gaussian
+
+from common import Profile, error_text, exact_score, get_profile, quality_reference, timed
 
 
 @dataclass(frozen=True)

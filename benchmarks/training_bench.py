@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any, Dict, Optional
 
 import torch
-from common import synchronize
 
 from scoresde import bits_per_dim, log_likelihood
 from scoresde.checkpoint import load_model
@@ -34,6 +33,8 @@ from scoresde.metrics import mean_and_stderr
 from scoresde.nets import build_network
 from scoresde.training import Trainer
 from scoresde.training.demo import demo_config
+
+from common import synchronize
 
 
 def _bare_rate(net: torch.nn.Module, batch: int, event, steps: int, device: torch.device, optimizer: bool) -> float:
