@@ -14,13 +14,15 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .checkpoint import atomic_write
 from .errors import ConfigError, ShapeError
 
 if TYPE_CHECKING:  # matplotlib is imported only when a figure is drawn
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["draw_image_grid", "image_grid", "image_grid_figure", "save_demo_figure", "save_images", "save_samples_figure"]
+__all__ = ["draw_image_grid", "image_grid", "image_grid_figure", "save_demo_figure", "save_images", "save_samples_figure",
+           "save_figure", "save_inpainting_figure"]
 
 PathLike = Union[str, Path]
 
@@ -32,6 +34,13 @@ _GRID_MAX_INCHES = 16.0
 _TITLE_SIZE = 11
 _LABEL_SIZE = 9
 
+
+
+def save_figure(fig: "Figure", path: Union[str, Path]) -> Path:
+    """Write a matplotlib figure to ``path`` atomically (the format from the suffix, PNG by default); returns it."""
+    path = Path(path)
+    fmt = path.suffix[1:].lower() or "png"
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt), what="figure")
 
 def _new_figure(width: float, height: float, layout: Optional[str] = None):
     try:
@@ -292,8 +301,7 @@ def save_samples_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     if samples.ndim == 4:
         fig = image_grid_figure(samples, nrow=nrow, data_range=data_range, title=title, column_labels=column_labels)
-        fig.savefig(path)
-        return path
+        return save_figure(fig, path)
     if samples.ndim == 2:
         if column_labels is not None:
             raise ConfigError("column_labels label the columns of an image grid; these samples are vectors")
@@ -313,8 +321,7 @@ def save_samples_figure(
     if title:
         fig.suptitle(_wrap(title, 4.7, 12), fontsize=12)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
 
 
 def save_demo_figure(
@@ -362,5 +369,33 @@ def save_demo_figure(
     if title:
         fig.suptitle(_wrap(title, 4 * cols - 0.3, 12), fontsize=12)
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return save_figure(fig, path)
+
+
+def save_inpainting_figure(x: Tensor, mask: Tensor, result: Tensor, path: PathLike,
+                           data_range: Tuple[float, float] = (-1.0, 1.0)) -> Path:
+    """Two rows of images: the given entries (unknown ones grey) and the inpainted result; a scatter for vectors.
+
+    Args:
+        x: the inputs ``[N, *event]``; mask: ``[N, *event]`` booleans, True where known; result: ``[N, *event]``.
+        path: the figure file (PNG).
+        data_range: ``(lo, hi)`` of the data (the grey of the unknown entries is their middle).
+    """
+    if x.ndim != 4:
+        return save_samples_figure(result, path, title="inpainted samples", data_range=data_range)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    mid = 0.5 * (data_range[0] + data_range[1])
+    shown = torch.where(mask, x, torch.full_like(x, mid))
+    n = x.shape[0]
+    fig = Figure(figsize=(max(3.0, 1.0 * min(n, 16)), 2.4), dpi=100)
+    FigureCanvasAgg(fig)
+    for row, (imgs, title) in enumerate(((shown, "given (grey: unknown)"), (result, "inpainted"))):
+        ax = fig.add_subplot(2, 1, row + 1)
+        grid = image_grid(imgs, nrow=min(n, 16), data_range=data_range)
+        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return save_figure(fig, path)

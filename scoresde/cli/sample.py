@@ -224,34 +224,10 @@ def cmd_inpaint(args: argparse.Namespace) -> int:
     if out.suffix.lower() == ".npy":
         A.save_array(out, result.numpy())
     else:
-        _save_inpainting_figure(x.float().cpu(), mask_b.cpu(), result, out, rng)
+        from ..plotting import save_inpainting_figure
+
+        save_inpainting_figure(x.float().cpu(), mask_b.cpu(), result, out, rng)
     print(f"inpainted {x.shape[0]} example(s) of shape {event} into {out} ({what}; solver {args.solver}, "
           f"resample {args.resample}, {seconds:.1f} s)")
     return 0
 
-
-def _save_inpainting_figure(x, mask, result, path: Path, data_range) -> None:
-    """Rows: the given entries (unknown ones grey), the result; for vectors, a scatter of the results."""
-    import torch
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from ..checkpoint import atomic_write
-    from ..plotting import image_grid, save_samples_figure
-
-    if x.ndim != 4:
-        save_samples_figure(result, path, title="inpainted samples", data_range=data_range)
-        return
-    mid = 0.5 * (data_range[0] + data_range[1])
-    shown = torch.where(mask, x, torch.full_like(x, mid))
-    n = x.shape[0]
-    fig = Figure(figsize=(max(3.0, 1.0 * min(n, 16)), 2.4), dpi=100)
-    FigureCanvasAgg(fig)
-    for row, (imgs, title) in enumerate(((shown, "given (grey: unknown)"), (result, "inpainted"))):
-        ax = fig.add_subplot(2, 1, row + 1)
-        grid = image_grid(imgs, nrow=min(n, 16), data_range=data_range)
-        ax.imshow(grid, cmap="gray" if grid.ndim == 2 else None, vmin=0, vmax=1)
-        ax.set_title(title, fontsize=9)
-        ax.axis("off")
-    fig.tight_layout()
-    atomic_write(path, lambda f: fig.savefig(f, format="png"), what="figure")

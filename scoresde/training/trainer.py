@@ -313,7 +313,8 @@ class Trainer:
                 if cfg.latent is not None and not (self.out / AUTOENCODER_FILE).exists():  # the run keeps its autoencoder
                     src = Path(cfg.latent).read_bytes()
                     atomic_write(self.out / AUTOENCODER_FILE, lambda f: f.write(src), what="autoencoder")
-                (self.out / CONFIG_FILE).write_text(json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n")
+                text = (json.dumps(cfg.to_dict(), indent=2, sort_keys=True) + "\n").encode()
+                atomic_write(self.out / CONFIG_FILE, lambda f: f.write(text), what="configuration")
             except OSError as e:
                 raise OutputError(f"cannot write to the output directory {self.out}: {e.strerror or e}") from None
         D.barrier(info)
