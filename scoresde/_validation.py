@@ -23,10 +23,17 @@ from .errors import OptionError, ScoreSDEError
 
 __all__ = [
     "integer", "positive_int", "nonneg_int", "seed_int", "MAX_SEED", "finite_float", "probability", "boolean",
-    "parse_bool", "choice", "suggest", "check_generator",
+    "parse_bool", "choice", "suggest", "check_generator", "class_count", "MAX_CLASSES", "step_count", "MAX_STEPS",
+    "MAX_WEIGHT", "weight", "show",
 ]
 
 Error = Type[ScoreSDEError]
+
+
+def show(value: Any, limit: int = 80) -> str:
+    """A one-line, bounded ``repr`` of ``value`` for error messages (a tensor's repr spans lines)."""
+    text = " ".join(repr(value).split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_integral(value: Any) -> bool:
@@ -35,9 +42,12 @@ def _is_integral(value: Any) -> bool:
     if isinstance(value, numbers.Integral):
         return True
     if hasattr(value, "item") and getattr(value, "ndim", 1) == 0:  # 0-d tensor / numpy scalar
-        if getattr(value, "dtype", None) is not None and str(value.dtype) == "torch.bool":
+        if getattr(value, "dtype", None) is not None and str(value.dtype) in ("torch.bool", "bool"):
             return False
-        value = value.item()
+        try:
+            value = value.item()
+        except (RuntimeError, NotImplementedError, ValueError, TypeError):  # a meta tensor has no value
+            return False
         return isinstance(value, numbers.Integral) and not isinstance(value, bool) or (
             isinstance(value, float) and math.isfinite(value) and value.is_integer())
     return isinstance(value, float) and math.isfinite(value) and value.is_integer()
@@ -49,18 +59,24 @@ def integer(
 ) -> Optional[int]:
     """``value`` as an ``int`` in ``[minimum, maximum]`` (``3`` and ``3.0`` pass; ``1.7``, ``nan``, ``True`` and strings do not).
 
-    ``need`` words the requirement in errors (default ``"an integer >= minimum"``).
+    ``need`` words the requirement in errors (default ``"an integer >= minimum and <= maximum"``).
     """
     if value is None and allow_none:
         return None
-    need = need or ("an integer" if minimum is None else f"an integer >= {minimum}")
+    if need is None:
+        if minimum is not None and maximum is not None:
+            need = f"an integer >= {minimum} and <= {maximum}"
+        elif maximum is not None:
+            need = f"an integer <= {maximum}"
+        else:
+            need = "an integer" if minimum is None else f"an integer >= {minimum}"
     if not _is_integral(value):
-        raise error(f"{name} must be {need}, got {value!r}")
+        raise error(f"{name} must be {need}, got {show(value)}")
     v = int(value.item() if hasattr(value, "item") else value)
     if minimum is not None and v < minimum:
-        raise error(f"{name} must be {need}, got {value!r}")
+        raise error(f"{name} must be {need}, got {show(value)}")
     if maximum is not None and v > maximum:
-        raise error(f"{name} must be an integer <= {maximum}, got {value!r}")
+        raise error(f"{name} must be {need}, got {show(value)}")
     return v
 
 
@@ -85,6 +101,27 @@ def seed_int(value: Any, name: str = "seed", error: Error = OptionError) -> int:
     return integer(value, name, minimum=0, maximum=MAX_SEED, error=error)
 
 
+#: The most classes a label set or a class-conditional network may have (a label of 10**12 is a corrupt file).
+MAX_CLASSES = 10**6
+
+
+def class_count(value: Any, name: str = "num_classes", allow_none: bool = False, minimum: int = 1,
+                error: Error = OptionError) -> Optional[int]:
+    """``value`` as a number of classes ``K`` in ``[minimum, MAX_CLASSES]`` (``2.5``, ``True`` and ``"4"`` do not pass)."""
+    return integer(value, name, minimum=minimum, maximum=MAX_CLASSES, allow_none=allow_none, error=error,
+                   need=f"an integer >= {minimum} and <= {MAX_CLASSES:,}")
+
+
+#: The most solver steps one solve may take (beyond it the grid alone is gigabytes and the run days).
+MAX_STEPS = 10**6
+
+
+def step_count(value: Any, name: str = "steps", allow_none: bool = False, error: Error = OptionError) -> Optional[int]:
+    """``value`` as a number of steps in ``[1, MAX_STEPS]``."""
+    return integer(value, name, minimum=1, maximum=MAX_STEPS, allow_none=allow_none, error=error,
+                   need=f"an integer >= 1 and <= {MAX_STEPS:,}")
+
+
 def finite_float(
     value: Any, name: str, positive: bool = False, allow_none: bool = False, minimum: Optional[float] = None,
     maximum: Optional[float] = None, error: Error = OptionError,
@@ -96,17 +133,17 @@ def finite_float(
     if value is None and allow_none:
         return None
     try:
-        if isinstance(value, (bool, str, bytes)) or (hasattr(value, "dtype") and str(value.dtype) == "torch.bool"):
+        if isinstance(value, (bool, str, bytes)) or (hasattr(value, "dtype") and str(value.dtype) in ("torch.bool", "bool")):
             raise TypeError
         v = float(value)
     except (TypeError, ValueError, OverflowError, RuntimeError):
-        raise error(f"{name} must be a number, got {value!r}") from None
+        raise error(f"{name} must be a number, got {show(value)}") from None
     if not math.isfinite(v) or (positive and not v > 0):
-        raise error(f"{name} must be a {'positive ' if positive else ''}finite number, got {value!r}")
+        raise error(f"{name} must be a {'positive ' if positive else ''}finite number, got {show(value)}")
     if (minimum is not None and v < minimum) or (maximum is not None and v > maximum):
         lo = "-inf" if minimum is None else f"{minimum:g}"
         hi = "inf" if maximum is None else f"{maximum:g}"
-        raise error(f"{name} must lie in [{lo}, {hi}], got {value!r}")
+        raise error(f"{name} must lie in [{lo}, {hi}], got {show(value)}")
     return v
 
 
@@ -115,13 +152,25 @@ def probability(value: Any, name: str, allow_none: bool = False, error: Error = 
     return finite_float(value, name, allow_none=allow_none, minimum=0.0, maximum=1.0, error=error)
 
 
+#: The largest guidance weight or scale in absolute value (beyond it the guided score is the guidance term alone,
+#: scaled past what float32 can hold).
+MAX_WEIGHT = 1e4
+
+
+def weight(value: Any, name: str, minimum: float = -MAX_WEIGHT, maximum: float = MAX_WEIGHT,
+           error: Error = OptionError) -> float:
+    """A guidance weight or scale: a finite number in ``[minimum, maximum]`` (default ``|w| <= 1e4``)."""
+    return finite_float(value, name, minimum=minimum, maximum=maximum, error=error)
+
+
 def boolean(value: Any, name: str, allow_none: bool = False, error: Error = OptionError) -> Optional[bool]:
     """``value`` as a ``bool``: only ``True`` and ``False`` pass (``1``, ``"false"`` and ``"yes"`` do not)."""
     if value is None and allow_none:
         return None
-    if not isinstance(value, bool):
-        raise error(f"{name} must be True or False, got {value!r}")
-    return value
+    numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")  # a real boolean too
+    if not isinstance(value, bool) and not numpy_bool:
+        raise error(f"{name} must be True or False, got {show(value)}")
+    return bool(value)
 
 
 _TRUE_WORDS = ("true", "yes", "on", "1")
@@ -135,7 +184,7 @@ def parse_bool(text: str, name: str, error: Error = OptionError) -> bool:
         return True
     if word in _FALSE_WORDS:
         return False
-    raise error(f"{name} must be true or false (or yes/no, on/off, 1/0), got {text!r}")
+    raise error(f"{name} must be true or false (or yes/no, on/off, 1/0), got {show(text)}")
 
 
 def suggest(value: Any, valid: Iterable[str]) -> str:
@@ -163,7 +212,7 @@ def choice(value: Any, name: str, valid: Iterable[str], allow_none: bool = False
     if isinstance(value, str) and value in valid:
         return value
     hint = suggest(value, valid)
-    raise error(f"{name} must be one of {', '.join(map(str, valid))}; got {value!r}" + (f" ({hint[2:]})" if hint else ""))
+    raise error(f"{name} must be one of {', '.join(map(str, valid))}; got {show(value)}" + (f" ({hint[2:]})" if hint else ""))
 
 
 def check_generator(generator: Any, name: str = "generator") -> None:
@@ -175,6 +224,6 @@ def check_generator(generator: Any, name: str = "generator") -> None:
 
     if generator is not None and not isinstance(generator, torch.Generator):
         raise OptionError(
-            f"{name} must be a torch.Generator or None, got {type(generator).__name__} {generator!r}; "
+            f"{name} must be a torch.Generator or None, got {type(generator).__name__} {show(generator)}; "
             "for a seed use torch.Generator().manual_seed(seed)"
         )

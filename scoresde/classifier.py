@@ -17,10 +17,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ._utils import append_dims, as_time, check_batch
+from ._utils import append_dims, as_time, check_batch, check_memory
+from ._validation import class_count, finite_float, integer, nonneg_int, positive_int
 from .checkpoint import load_artifact, save_artifact
 from .errors import CheckpointError, OptionError, ShapeError
 from .guidance import check_labels
+from .nets import build_on_meta
 from .nets.embedding import GaussianFourierEmbedding
 from .nets.mlp import _ResidualLayer
 from .nets.unet import Downsample, ResBlock, _conv
@@ -56,16 +58,15 @@ class NoiseConditionalClassifier(nn.Module):
         channel_mults: Sequence[int] = (1, 2, 2), embed_dim: int = 128, fourier_scale: float = 16.0,
     ):
         super().__init__()
-        event_shape = [int(s) for s in event_shape]
-        if not event_shape or any(s < 1 for s in event_shape):
-            raise ShapeError(f"event_shape must be a non-empty sequence of positive ints, got {event_shape}")
-        if int(num_classes) < 2:
-            raise OptionError(f"num_classes must be at least 2, got {num_classes}")
-        self.config: Dict[str, Any] = dict(
-            event_shape=event_shape, num_classes=int(num_classes), hidden=int(hidden), depth=int(depth),
-            channels=int(channels), channel_mults=[int(m) for m in channel_mults], embed_dim=int(embed_dim),
-            fourier_scale=float(fourier_scale),
-        )
+        self.config: Dict[str, Any] = _classifier_config(event_shape, num_classes, hidden, depth, channels, channel_mults,
+                                                         embed_dim, fourier_scale)
+        if torch.empty(0).device.type != "meta":  # size it on the meta device first: refuse what cannot fit
+            probe = build_on_meta(NoiseConditionalClassifier, "a noise-conditional classifier", **self.config)
+            nbytes = sum(p.numel() * p.element_size() for p in list(probe.parameters()) + list(probe.buffers()))
+            check_memory(nbytes, "a noise-conditional classifier with these arguments", "Choose a smaller hidden or channels")
+        event_shape, num_classes = self.config["event_shape"], self.config["num_classes"]
+        hidden, depth, channels = self.config["hidden"], self.config["depth"], self.config["channels"]
+        channel_mults, embed_dim, fourier_scale = self.config["channel_mults"], self.config["embed_dim"], self.config["fourier_scale"]
         self.event_shape = tuple(event_shape)
         self.num_classes = int(num_classes)
         self.is_image = len(event_shape) == 3
@@ -112,6 +113,22 @@ class NoiseConditionalClassifier(nn.Module):
         return self.head(h)
 
 
+def _classifier_config(event_shape: Any, num_classes: Any, hidden: Any, depth: Any, channels: Any, channel_mults: Any,
+                       embed_dim: Any, fourier_scale: Any) -> Dict[str, Any]:
+    """The checked constructor arguments of :class:`NoiseConditionalClassifier` as plain values (its ``config``)."""
+    if isinstance(event_shape, (str, bytes)) or not isinstance(event_shape, (Sequence, torch.Size)) or not event_shape:
+        raise ShapeError(f"event_shape must be a non-empty sequence of positive ints, got {event_shape!r}")
+    if isinstance(channel_mults, (str, bytes)) or not isinstance(channel_mults, Sequence) or not channel_mults:
+        raise OptionError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults!r}")
+    return dict(
+        event_shape=[positive_int(s, "event_shape entry", error=ShapeError) for s in event_shape],
+        num_classes=class_count(num_classes, "num_classes", minimum=2), hidden=positive_int(hidden, "hidden"),
+        depth=integer(depth, "depth", minimum=0, maximum=1000), channels=positive_int(channels, "channels"),
+        channel_mults=[positive_int(m, "channel_mults entry") for m in channel_mults],
+        embed_dim=positive_int(embed_dim, "embed_dim"), fourier_scale=finite_float(fourier_scale, "fourier_scale", positive=True),
+    )
+
+
 def classifier_loss(
     sde: SDE,
     classifier: Any,
@@ -139,6 +156,7 @@ def classifier_loss(
         LabelError: labels of the wrong shape or outside ``[0, K)``; ShapeError: logits not ``[B, K]``.
     """
     check_batch(x0, "x0")
+    eps = finite_float(eps, "eps", minimum=0.0, maximum=float(sde.T))
     B = x0.shape[0]
     y = check_labels(y, getattr(classifier, "num_classes", None) if y.device.type == "cpu" else None, "y", batch=B)
     y = y.to(x0.device)
@@ -179,8 +197,14 @@ def train_classifier(
         generator: source of the batches, times and noise (on ``data``'s device).
         log_every: print the mean loss every this many steps (0: silent).
     """
-    if data.shape[0] != labels.shape[0]:
-        raise ShapeError(f"data holds {data.shape[0]} examples but labels {labels.shape[0]}")
+    check_batch(data, "data")
+    if not isinstance(labels, Tensor) or labels.ndim != 1 or data.shape[0] != labels.shape[0]:
+        raise ShapeError(f"labels must be a [N] tensor with one label per example of data [N, *event] ({data.shape[0]}), "
+                         f"got {tuple(getattr(labels, 'shape', ()))}")
+    steps, batch_size = positive_int(steps, "steps"), positive_int(batch_size, "batch_size")
+    lr = finite_float(lr, "lr", positive=True, maximum=1.0)
+    eps = finite_float(eps, "eps", minimum=0.0, maximum=float(sde.T))
+    log_every = nonneg_int(log_every, "log_every")
     labels = check_labels(labels, getattr(classifier, "num_classes", None), "labels").to(data.device)
     opt = torch.optim.AdamW(classifier.parameters(), lr=lr)
     losses: List[float] = []

@@ -67,6 +67,12 @@ def launched_by_torchrun() -> bool:
 
 def resolve_device(device: str, local_rank: int = 0) -> torch.device:
     """Turn ``"auto"``/``"cpu"``/``"cuda"``/``"cuda:N"`` into a device; under DDP ``"cuda"`` means ``cuda:LOCAL_RANK``."""
+    import re
+
+    if isinstance(device, torch.device):
+        device = str(device)
+    if not isinstance(device, str) or not re.fullmatch(r"auto|cpu|cuda(:\d{1,6})?", device):
+        raise ConfigError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda"):

@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_time
+from ._validation import boolean, check_generator, positive_int
 from .errors import LabelError, OptionError, ShapeError
 from .noise import randn
 from .sde.base import SDE
@@ -52,6 +53,7 @@ class Gaussian:
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None) -> Tensor:
         """Draw ``[n, D]`` samples."""
+        n = positive_int(n, "n")
         L = torch.linalg.cholesky(self.cov + 1e-12 * torch.eye(self.dim, dtype=self.cov.dtype))
         return self.mean + randn((n, self.dim), generator=generator, dtype=self.mean.dtype) @ L.T
 
@@ -172,6 +174,8 @@ class GaussianMixture:
 
     def sample(self, n: int, generator: Optional[torch.Generator] = None, return_labels: bool = False):
         """Draw ``[n, *event]`` samples (and their component labels ``[n]`` if asked)."""
+        n, return_labels = positive_int(n, "n"), boolean(return_labels, "return_labels")
+        check_generator(generator)
         k = torch.multinomial(self.weights, n, replacement=True, generator=generator)
         z = randn((n, *self.event_shape), generator=generator, dtype=self.means.dtype)
         x = self.means[k] + self.stds[k] * z

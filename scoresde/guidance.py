@@ -24,6 +24,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims
+from ._validation import MAX_WEIGHT, weight
 from .errors import LabelError, OptionError, ShapeError
 
 NULL_LABEL = -1
@@ -57,22 +58,25 @@ def check_labels(
     if isinstance(y, bool) or (not isinstance(y, (int, Tensor)) and not hasattr(y, "__index__")):
         raise LabelError(f"{name} must be an int or an integer tensor [B] of class labels, got {type(y).__name__}")
     if not isinstance(y, Tensor):
-        y = torch.tensor(int(y))
+        k = int(y.__index__())
+        if not -(2**63) <= k < 2**63:
+            raise LabelError(f"{name} must be a class label in [0, {num_classes if num_classes is not None else 'K'}), got {k}")
+        y = torch.tensor(k)
     if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool:
         raise LabelError(f"{name} must hold integer class labels, got dtype {y.dtype}")
+    if y.device.type == "meta":
+        raise LabelError(f"{name} is a meta tensor (a shape without values); give the labels on the CPU or a GPU")
     if y.ndim == 0:
         y = y.reshape(1) if batch is None else y.expand(batch)
     if y.ndim != 1 or (batch is not None and y.shape[0] != batch):
         want = f"[{batch}]" if batch is not None else "[B]"
         raise LabelError(f"{name} must have shape {want} (one label per sample), got {tuple(y.shape)}")
-    if num_classes is not None and y.numel():
+    if y.numel():
         lo, hi = int(y.min()), int(y.max())
         low = NULL_LABEL if allow_null else 0
-        if lo < low or hi >= num_classes:
-            raise LabelError(
-                f"{name} must hold class labels in [0, {num_classes}) (the model has {num_classes} classes), "
-                f"got values in [{lo}, {hi}]"
-            )
+        if lo < low or (num_classes is not None and hi >= num_classes):
+            where = f"[0, {num_classes}) (the model has {num_classes} classes)" if num_classes is not None else "[0, K)"
+            raise LabelError(f"{name} must hold class labels in {where}, got values in [{lo}, {hi}]")
     return y.long()
 
 
@@ -102,6 +106,30 @@ def _check_cond_fn(cond_score_fn: Any) -> Optional[int]:
     if getattr(cond_score_fn, "is_conditional", True) is False:
         raise LabelError("labels were given for a network without classes; train it with num_classes=K (--conditional)")
     return k
+
+
+def check_weight(w: Any, name: str, minimum: float = -MAX_WEIGHT, maximum: float = MAX_WEIGHT) -> Union[float, Tensor]:
+    """A guidance weight: a finite number, or a floating ``[B]`` tensor of them, in ``[minimum, maximum]``.
+
+    Beyond ``|w| = 1e4`` (:data:`scoresde._validation.MAX_WEIGHT`) the guidance term alone decides the score and
+    float32 overflows; such a weight is refused, as are NaN, infinity, strings and booleans.
+    """
+    if not isinstance(w, Tensor) or w.ndim == 0:
+        return weight(w, name, minimum=minimum, maximum=maximum)
+    if w.device.type == "meta" or not w.is_floating_point() or w.ndim > 1:
+        raise OptionError(f"{name} must be a number or a floating-point [B] tensor, got a {w.dtype} tensor of shape "
+                          f"{tuple(w.shape)} on {w.device}")
+    if not bool(torch.isfinite(w).all()) or bool((w < minimum).any()) or bool((w > maximum).any()):
+        raise OptionError(f"{name} must hold finite weights in [{minimum:g}, {maximum:g}], got values in "
+                          f"[{float(w.min()):g}, {float(w.max()):g}]")
+    return w
+
+
+def _check_output(out: Any, shape: Any, what: str) -> None:
+    """Raise :class:`ShapeError` unless ``out`` is a floating tensor of ``shape``."""
+    if not isinstance(out, Tensor) or tuple(out.shape) != tuple(shape) or not out.is_floating_point():
+        got = f"{out.dtype} tensor of shape {tuple(out.shape)}" if isinstance(out, Tensor) else type(out).__name__
+        raise ShapeError(f"{what} must return a floating-point tensor of shape {tuple(shape)}, got {got}")
 
 
 def conditional(cond_score_fn: CondScoreFn, y: Labels) -> Callable[[Tensor, Tensor], Tensor]:
@@ -139,28 +167,39 @@ def classifier_free(cond_score_fn: CondScoreFn, y: Labels, w: Union[float, Tenso
     Args:
         cond_score_fn: ``(x, t, y or None) -> like x``.
         y: one int, or a ``[B]`` integer tensor.
-        w: the guidance weight, a float or a ``[B]`` tensor.
+        w: the guidance weight, a float or a ``[B]`` tensor, finite with ``|w| <= 1e4`` (``w = -1`` is the
+            unconditional score).
 
     Returns:
         A score function ``(x, t) -> Tensor`` shaped like ``x``.
 
     Raises:
         LabelError: bad labels (see :func:`conditional`).
+        OptionError: a weight that is not a finite number (or ``[B]`` tensor of them) with ``|w| <= 1e4``.
+        ShapeError: (when called) ``cond_score_fn`` returns a tensor not shaped like ``x``, or ``w`` holds
+            another number of weights than the batch.
     """
     bound = _Bound(y, _check_cond_fn(cond_score_fn))
-    if isinstance(w, Tensor) and w.ndim > 1:
-        raise ShapeError(f"w must be a number or a [B] tensor, got shape {tuple(w.shape)}")
+    w = check_weight(w, "w", minimum=-MAX_WEIGHT)
     batched = bool(getattr(cond_score_fn, "accepts_null_label", False))
 
     def score_fn(x: Tensor, t: Tensor) -> Tensor:
         labels = bound.at(x)
+        B = x.shape[0]
         if batched:
-            B = x.shape[0]
             both = cond_score_fn(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, torch.full_like(labels, NULL_LABEL)]))
+            _check_output(both, (2 * B, *x.shape[1:]), "cond_score_fn(x, t, y) on the doubled batch")
             s_cond, s_uncond = both[:B], both[B:]
         else:
             s_cond, s_uncond = cond_score_fn(x, t, labels), cond_score_fn(x, t, None)
-        ww = append_dims(w.to(s_cond), x.ndim) if isinstance(w, Tensor) and w.ndim == 1 else w
+            _check_output(s_cond, x.shape, "cond_score_fn(x, t, y)")
+            _check_output(s_uncond, x.shape, "cond_score_fn(x, t, None)")
+        if isinstance(w, Tensor):
+            if w.shape[0] != B:
+                raise ShapeError(f"w holds {w.shape[0]} weights but x has a batch of {B}; give one weight per sample or a number")
+            ww = append_dims(w.to(s_cond), x.ndim)
+        else:
+            ww = w
         return s_cond + ww * (s_cond - s_uncond)
 
     return score_fn
@@ -184,41 +223,64 @@ def classifier_guided(
         score_fn: the unconditional score ``(x, t) -> like x``.
         classifier: ``(x [B, *event], t [B]) -> logits [B, K]``.
         y: one int, or a ``[B]`` integer tensor of labels in ``[0, K)``.
-        scale: the guidance scale.
+        scale: the guidance scale, a finite number with ``|scale| <= 1e4``.
 
     Returns:
         A score function ``(x, t) -> Tensor`` shaped like ``x``.
 
     Raises:
         LabelError: a label outside ``[0, K)``.
-        ShapeError: the classifier's output is not ``[B, K]``.
+        OptionError: a ``scale`` that is not a finite number with ``|scale| <= 1e4``; (when called) a classifier
+            whose logits carry no autograd graph.
+        ShapeError: (when called) the classifier's output is not floating ``[B, K]``, or ``score_fn``'s is not shaped like ``x``.
     """
     if not callable(score_fn) or not callable(classifier):
         raise OptionError("score_fn and classifier must be callables (x, t) -> Tensor")
     K = num_classes_of(classifier)
     bound = _Bound(y, K)
+    scale = weight(scale, "scale")
     y_max = int(bound.y.max()) if bound.y.numel() else -1
 
     def guided(x: Tensor, t: Tensor) -> Tensor:
         s = score_fn(x, t)
+        _check_output(s, x.shape, "score_fn(x, t)")
         labels = bound.at(x)
         with torch.enable_grad():
             xg = x.detach().requires_grad_(True)
-            logits = classifier(xg, t.detach())
-            if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
-                got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
-                raise ShapeError(f"classifier(x, t) must return logits [B, K] = [{x.shape[0]}, K], got {got}")
-            if K is not None and logits.shape[1] != K:
-                raise ShapeError(f"classifier declares {K} classes but returned logits of shape {tuple(logits.shape)}")
-            if y_max >= logits.shape[1]:
-                raise LabelError(f"y holds label {y_max} but the classifier has {logits.shape[1]} classes [0, {logits.shape[1]})")
-            if logits.dtype in (torch.float16, torch.bfloat16):  # a half-precision classifier: softmax in float32
-                logits = logits.float()
+            logits = _logits(classifier, xg, t.detach(), K, y_max)
             log_p = torch.log_softmax(logits, dim=1).gather(1, labels[:, None]).sum()
-            (grad,) = torch.autograd.grad(log_p, xg)
+            if not log_p.requires_grad:
+                with torch.no_grad():
+                    other = classifier(x.detach() + 1e-2 * (1.0 + x.detach().abs()), t.detach())
+                if isinstance(other, Tensor) and other.shape == logits.shape and torch.equal(other.to(logits), logits.detach()):
+                    return s  # logits constant in x: no guidance
+                raise OptionError("classifier(x, t) returned logits without an autograd graph (computed under torch.no_grad(), "
+                                  "detached or through NumPy): classifier guidance needs grad_x log p_t(y | x); call the "
+                                  "classifier with gradients enabled")
+            (grad,) = torch.autograd.grad(log_p, xg, allow_unused=True)
+        if grad is None:  # logits constant in x: no guidance
+            return s
         return s + scale * grad.to(s.dtype)
 
     return guided
 
 
-__all__ = ["conditional", "classifier_free", "classifier_guided", "check_labels", "num_classes_of", "NULL_LABEL"]
+def _logits(classifier: Callable[[Tensor, Tensor], Tensor], x: Tensor, t: Tensor, K: Optional[int], y_max: int) -> Tensor:
+    """The classifier's logits ``[B, K]`` at ``x`` ``[B, *event]``, checked (shape, classes, labels, dtype)."""
+    logits = classifier(x, t)
+    if not isinstance(logits, Tensor) or logits.ndim != 2 or logits.shape[0] != x.shape[0]:
+        got = tuple(logits.shape) if isinstance(logits, Tensor) else type(logits).__name__
+        raise ShapeError(f"classifier(x, t) must return logits [B, K] = [{x.shape[0]}, K], got {got}")
+    if not logits.is_floating_point():
+        raise ShapeError(f"classifier(x, t) must return floating-point logits, got {logits.dtype}")
+    if K is not None and logits.shape[1] != K:
+        raise ShapeError(f"classifier declares {K} classes but returned logits of shape {tuple(logits.shape)}")
+    if y_max >= logits.shape[1]:
+        raise LabelError(f"y holds label {y_max} but the classifier has {logits.shape[1]} classes [0, {logits.shape[1]})")
+    if logits.dtype in (torch.float16, torch.bfloat16):  # a half-precision classifier: softmax in float32
+        logits = logits.float()
+    return logits
+
+
+__all__ = ["conditional", "classifier_free", "classifier_guided", "check_labels", "check_weight", "num_classes_of",
+           "NULL_LABEL"]

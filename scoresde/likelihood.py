@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from ._utils import check_batch, event_numel
-from ._validation import check_generator, finite_float, positive_int
+from ._validation import check_generator, finite_float, integer, positive_int, step_count
 from .errors import DataError, NonFiniteError, OptionError, ShapeError, TimeRangeError
 from .flow import (
     PROBES,
@@ -211,7 +211,8 @@ def log_likelihood(
         -2.7568
     """
     check_method(method, rtol, atol)
-    eps, trace, n_probes = _check_likelihood_args(
+    rtol, atol = float(rtol), float(atol)
+    eps, trace, n_probes, chunk_size, max_steps, steps = _check_likelihood_args(
         sde, score_fn, x, eps, method, trace, probe, n_probes, chunk_size, max_steps, steps, score_dtype, step_control,
         time_variable, generator)
     noise = make_noise(generator, seeds, x.shape[0]) if _noise is None else _noise
@@ -247,8 +248,8 @@ def log_likelihood(
 
 
 def _check_likelihood_args(sde, score_fn, x, eps, method, trace, probe, n_probes, chunk_size, max_steps, steps,
-                           score_dtype, step_control, time_variable, generator) -> Tuple[float, str, int]:
-    """Validate :func:`log_likelihood`'s arguments; return ``(eps, trace, n_probes)``."""
+                           score_dtype, step_control, time_variable, generator) -> Tuple[float, str, int, Any, Any, Any]:
+    """Validate :func:`log_likelihood`'s arguments; return ``(eps, trace, n_probes, chunk_size, max_steps, steps)``."""
     if not isinstance(sde, SDE):
         raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
     if not callable(score_fn):
@@ -258,6 +259,8 @@ def _check_likelihood_args(sde, score_fn, x, eps, method, trace, probe, n_probes
         raise ShapeError(f"x must have shape [B, *event] with at least one event dimension, got {tuple(x.shape)}")
     if x.numel() == 0:
         raise ShapeError(f"x must not be empty, got shape {tuple(x.shape)}")
+    if x.device.type == "meta":
+        raise DataError("x is a meta tensor (a shape without values); give the data on the CPU or a GPU")
     if not x.dtype.is_floating_point or x.dtype in (torch.float16, torch.bfloat16):
         raise DataError(f"x must be a float32 or float64 tensor (the ODE state dtype), got {x.dtype}; "
                         "use score_dtype to run the score function in lower precision")
@@ -271,12 +274,12 @@ def _check_likelihood_args(sde, score_fn, x, eps, method, trace, probe, n_probes
         raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
     if probe not in PROBES:
         raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
-    n_probes = positive_int(n_probes, "n_probes")
+    n_probes = integer(n_probes, "n_probes", minimum=1, maximum=10**4)
     if trace == "exact" and n_probes != 1:
         raise OptionError(f"n_probes={n_probes} applies to trace='hutchinson'; the exact trace has no probes")
-    positive_int(chunk_size, "chunk_size", allow_none=True)
-    positive_int(max_steps, "max_steps", allow_none=True)
-    positive_int(steps, "steps", allow_none=True)
+    chunk_size = positive_int(chunk_size, "chunk_size", allow_none=True)
+    max_steps = integer(max_steps, "max_steps", minimum=1, maximum=10**9, allow_none=True)
+    steps = step_count(steps, "steps", allow_none=True)
     if method in _ADAPTIVE and steps is not None:
         raise OptionError(f"steps applies to fixed-step methods; {method!r} chooses its own steps (set rtol/atol)")
     check_generator(generator)
@@ -284,7 +287,7 @@ def _check_likelihood_args(sde, score_fn, x, eps, method, trace, probe, n_probes
         raise OptionError(f"score_dtype must be a floating-point torch.dtype, got {score_dtype!r}")
     check_step_control(step_control, method)
     check_time_variable(time_variable, sde)
-    return eps, trace, n_probes
+    return eps, trace, n_probes, chunk_size, max_steps, steps
 
 
 def bits_per_dim(
@@ -351,20 +354,24 @@ def bits_per_dim(
     """
     if not isinstance(x_int, Tensor):
         raise DataError(f"x_int must be a torch.Tensor of integer levels, got {type(x_int).__name__}")
+    if x_int.device.type == "meta":
+        raise DataError("x_int is a meta tensor (a shape without values); give the levels on the CPU or a GPU")
     if x_int.dtype.is_floating_point or x_int.dtype.is_complex or x_int.dtype == torch.bool:
         raise DataError(f"x_int must hold integer levels 0..levels-1 in an integer dtype, got {x_int.dtype}")
     if x_int.ndim < 2 or x_int.shape[0] == 0 or x_int.numel() == 0:
         raise ShapeError(
             f"x_int must have shape [B, *event] with B >= 1 and at least one event dim, got {tuple(x_int.shape)}"
         )
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
-        raise OptionError(f"levels must be an integer >= 2, got {levels!r}")
+    levels = integer(levels, "levels", minimum=2, maximum=2**31)
     try:
-        lo, hi = (float(v) for v in data_range)
-    except (TypeError, ValueError):
-        raise OptionError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}") from None
-    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi):
-        raise OptionError(f"data_range must be finite with lo < hi, got {data_range!r}")
+        pair = [] if isinstance(data_range, (str, bytes)) else list(data_range)
+    except TypeError:
+        pair = []
+    if len(pair) != 2:
+        raise OptionError(f"data_range must be a pair (lo, hi) of numbers, got {data_range!r}")
+    lo, hi = (finite_float(v, "data_range entry") for v in pair)
+    if not (lo < hi and math.isfinite(hi - lo)):
+        raise OptionError(f"data_range must be finite with lo < hi (and hi - lo finite), got {data_range!r}")
     repeats = positive_int(repeats, "repeats")
     dtype = torch.get_default_dtype() if dtype is None else dtype
     if not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):

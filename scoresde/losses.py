@@ -38,6 +38,7 @@ import torch
 from torch import Tensor
 
 from ._utils import append_dims, as_time, batch_sum, check_batch, event_numel
+from ._validation import boolean, finite_float
 from .errors import DataError, IncompatibleSDEError, OptionError, ShapeError
 from .noise import rand, randn_like
 from .score import score_to_eps
@@ -158,7 +159,8 @@ def _check_options(
         raise OptionError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
     if not sde.has_kernel:
         raise IncompatibleSDEError(f"denoising score matching needs an SDE with a Gaussian kernel; {type(sde).__name__} has none")
-    if not (0.0 <= float(eps) < sde.T):
+    boolean(importance_sampling, "importance_sampling")
+    if not (0.0 <= finite_float(eps, "eps") < sde.T):
         raise OptionError(f"eps must lie in [0, T) = [0, {sde.T}), got {eps}")
     if weighting == "likelihood" and not eps > 0:
         raise OptionError("likelihood weighting needs eps > 0 (g^2/std^2 is not integrable at t = 0)")

@@ -43,8 +43,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ._validation import boolean, check_generator, class_count, finite_float, positive_int, seed_int
 from .checkpoint import load_artifact, save_artifact
-from .errors import CheckpointError, DataError, ShapeError
+from .errors import CheckpointError, DataError, OptionError, ShapeError
 
 __all__ = [
     "LeNet", "QualityClassifier", "SampleQuality", "FeatureStatistics",
@@ -91,19 +92,48 @@ def frechet_distance(mu1: Tensor, sigma1: Tensor, mu2: Tensor, sigma2: Tensor) -
 
     Returns:
         The distance (a float >= 0, up to round-off), in squared feature units.
+
+    Raises:
+        DataError: a mean or covariance holding NaN or infinity, or a covariance that is not symmetric positive
+            semi-definite (a negative eigenvalue beyond round-off: not a covariance, and its square root would be
+            silently clipped).
+        ShapeError: shapes that do not match.
     """
-    mu1, mu2 = mu1.detach().double().reshape(-1), mu2.detach().double().reshape(-1)
+    mu1, mu2 = (_finite_tensor(m, name).reshape(-1) for m, name in ((mu1, "mu1"), (mu2, "mu2")))
     d = mu1.shape[0]
-    for name, s in (("sigma1", sigma1), ("sigma2", sigma2)):
-        if tuple(s.shape) != (d, d):
-            raise ShapeError(f"{name} must be [{d}, {d}] to match the means, got {tuple(s.shape)}")
     if mu2.shape[0] != d:
         raise ShapeError(f"mu1 and mu2 must have the same length, got {d} and {mu2.shape[0]}")
-    s1, s2 = sigma1.detach().double(), sigma2.detach().double()
+    s1, s2 = _finite_tensor(sigma1, "sigma1"), _finite_tensor(sigma2, "sigma2")
+    for name, s in (("sigma1", s1), ("sigma2", s2)):
+        if tuple(s.shape) != (d, d):
+            raise ShapeError(f"{name} must be [{d}, {d}] to match the means mu1 and mu2 [{d}], got {tuple(s.shape)}")
+        _check_covariance(s, name)
     r1 = sqrtm_psd(s1)
     cross = sqrtm_psd(r1 @ s2 @ r1)
     value = (mu1 - mu2).pow(2).sum() + torch.trace(s1) + torch.trace(s2) - 2.0 * torch.trace(cross)
     return float(value)
+
+
+def _finite_tensor(a: Any, name: str) -> Tensor:
+    """``a`` as a float64 CPU tensor; :class:`DataError` for NaN/inf, :class:`ShapeError` for what is not a real tensor."""
+    if not isinstance(a, Tensor) or a.device.type == "meta" or a.is_complex() or a.dtype == torch.bool:
+        raise ShapeError(f"{name} must be a real tensor, got {type(a).__name__} {getattr(a, 'dtype', '')}".rstrip())
+    a = a.detach().double().cpu()
+    if not bool(torch.isfinite(a).all()):
+        raise DataError(f"{name} holds NaN or infinite values")
+    return a
+
+
+def _check_covariance(s: Tensor, name: str, rtol: float = 1e-6) -> None:
+    """Raise :class:`DataError` unless ``s`` ``[D, D]`` is symmetric positive semi-definite up to round-off."""
+    if not s.numel():
+        return
+    if float((s - s.T).abs().max()) > rtol * max(float(s.abs().max()), 1e-300):
+        raise DataError(f"{name} is not symmetric, so not a covariance matrix")
+    w = torch.linalg.eigvalsh(0.5 * (s + s.T))
+    if float(w.min()) < -rtol * max(float(w.abs().max()), 1e-300):
+        raise DataError(f"{name} is not positive semi-definite (smallest eigenvalue {float(w.min()):.3g}, largest "
+                        f"{float(w.max()):.3g}), so not a covariance matrix")
 
 
 @dataclass
@@ -142,7 +172,9 @@ class LeNet(nn.Module):
 
     def __init__(self, in_channels: int = 1, num_classes: int = 10, feature_dim: int = 128):
         super().__init__()
-        self.config = dict(in_channels=int(in_channels), num_classes=int(num_classes), feature_dim=int(feature_dim))
+        in_channels, feature_dim = positive_int(in_channels, "in_channels"), positive_int(feature_dim, "feature_dim")
+        num_classes = class_count(num_classes, "num_classes")
+        self.config = dict(in_channels=in_channels, num_classes=num_classes, feature_dim=feature_dim)
         self.conv1 = nn.Conv2d(in_channels, 32, 3, padding=1)
         self.conv2 = nn.Conv2d(32, 64, 3, padding=1)
         self.fc = nn.Linear(64 * 4 * 4, feature_dim)
@@ -276,6 +308,9 @@ def train_quality_classifier(
     from .data import get_dataset
     from .progress import Progress
 
+    epochs, batch_size = positive_int(epochs, "epochs"), positive_int(batch_size, "batch_size")
+    lr, seed = finite_float(lr, "lr", positive=True, maximum=1.0), seed_int(seed, "seed")
+    reject_class = boolean(reject_class, "reject_class")
     train = get_dataset(data, data_dir=data_dir, split="train")
     test = get_dataset(data, data_dir=data_dir, split="test")
     if train.labels is None or train.data.ndim != 4:
@@ -405,12 +440,24 @@ def sample_quality(
 
     Returns:
         A :class:`SampleQuality`.
+
+    Raises:
+        DataError: samples (or reference images) that are not floating-point images or hold NaN or infinity (8-bit
+            images must be mapped to the data range first: ``lo + (hi - lo) * x / 255``).
+        OptionError: a ``threshold`` that is not a number in ``(0, 1)``.
+        ShapeError: fewer than 2 samples, or images of another shape than the classifier's.
     """
+    threshold = finite_float(threshold, "threshold")
+    if not 0.0 < threshold < 1.0:
+        raise OptionError(f"threshold must lie in (0, 1) (a class probability), got {threshold!r}")
     lo, hi = classifier.data_range
-    x = samples.detach().float().cpu().clamp(lo, hi)
+    x = _images(samples, "samples", (lo, hi), classifier.event_shape).clamp(lo, hi)
     if x.shape[0] < 2:
         raise ShapeError(f"sample_quality needs at least 2 samples, got {x.shape[0]}")
-    ref = reference if isinstance(reference, FeatureStatistics) else feature_statistics(classifier.features(reference))
+    if isinstance(reference, FeatureStatistics):
+        ref = reference
+    else:
+        ref = feature_statistics(classifier.features(_images(reference, "reference", (lo, hi), classifier.event_shape)))
     stats = feature_statistics(classifier.features(x))
     probs = classifier.probabilities(x)
     conf, pred = probs.max(-1)
@@ -432,6 +479,25 @@ def sample_quality(
         n_reference=int(ref.n),
         reject_fraction=rejected,
     )
+
+
+def _images(x: Any, name: str, data_range: Tuple[float, float], event_shape: List[int]) -> Tensor:
+    """Images ``[N, *event_shape]`` as a float32 CPU tensor: floating point and finite, else :class:`DataError`."""
+    lo, hi = data_range
+    if not isinstance(x, Tensor) or x.device.type == "meta":
+        raise DataError(f"{name} must be a tensor of images [N, C, H, W], got {type(x).__name__}")
+    if x.ndim != 4 or list(x.shape[1:]) != list(event_shape):
+        raise ShapeError(f"{name} must be images [N, {', '.join(map(str, event_shape))}] (what the classifier was trained on), "
+                         f"got shape {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise DataError(f"{name} must be floating-point images in the classifier's data range [{lo:g}, {hi:g}], got "
+                        f"{x.dtype}; map 8-bit levels k to lo + (hi - lo) * k / 255 first (they are not clipped into it)")
+    x = x.detach().float().cpu()
+    if not bool(torch.isfinite(x).all()):
+        bad = int((~torch.isfinite(x)).sum())
+        raise DataError(f"{name} hold {bad} NaN or infinite values: the sampler diverged (or the images are damaged); "
+                        "no quality figure can be computed from them")
+    return x
 
 
 def reference_statistics(classifier: QualityClassifier, images: Tensor) -> FeatureStatistics:
@@ -458,8 +524,13 @@ def sliced_wasserstein(
     Returns:
         The distance (a float, in the units of the data).
     """
+    x, y = _finite_tensor(x, "x"), _finite_tensor(y, "y")
+    if x.ndim < 1 or y.ndim < 1 or x.shape[0] < 1 or y.shape[0] < 1:
+        raise ShapeError(f"x and y must be point clouds [N, *event], got shapes {tuple(x.shape)} and {tuple(y.shape)}")
     if x.shape[1:] != y.shape[1:]:
         raise ShapeError(f"point clouds must share an event shape, got {tuple(x.shape)} and {tuple(y.shape)}")
+    n_projections = positive_int(n_projections, "n_projections")
+    check_generator(generator)
     n = min(x.shape[0], y.shape[0])
     x = x[:n].reshape(n, -1).double().cpu()
     y = y[:n].reshape(n, -1).double().cpu()

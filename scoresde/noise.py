@@ -153,6 +153,9 @@ def _key(seeds: Tensor, stream: int, counter: int) -> Tensor:
     return _mix(z + _signed((counter + 1) * 0x8CB92BA72F3D8DD7))
 
 
+_UNSIGNED_WIDE = tuple(getattr(torch, n) for n in ("uint32", "uint64") if hasattr(torch, n))
+
+
 def as_seeds(seeds: Any, batch: Optional[int] = None, name: str = "seeds") -> Tensor:
     """Validate per-sample seeds and return them as an ``int64`` CPU tensor ``[B]``.
 
@@ -165,10 +168,20 @@ def as_seeds(seeds: Any, batch: Optional[int] = None, name: str = "seeds") -> Te
         ShapeError: not one seed per sample.
     """
     if isinstance(seeds, Tensor):
-        if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool:
-            raise OptionError(f"{name} must hold integers (an int64 tensor or a list of ints), got dtype {seeds.dtype}")
+        if seeds.dtype.is_floating_point or seeds.dtype.is_complex or seeds.dtype == torch.bool or seeds.device.type == "meta":
+            raise OptionError(f"{name} must hold integers (an int64 tensor or a list of ints), got a {seeds.dtype} tensor "
+                              f"on {seeds.device}")
+        if seeds.dtype in _UNSIGNED_WIDE and seeds.numel() and int(seeds.max()) >= 1 << 63:
+            raise OptionError(f"{name} must fit in a signed 64-bit integer")
         s = seeds.detach().to("cpu", torch.int64)
     elif isinstance(seeds, (list, tuple, range)):
+        if len(seeds) > MAX_SEED_RANGE:
+            raise OptionError(f"{name} holds {len(seeds):,} seeds, more than {MAX_SEED_RANGE:,} in one call; split the job")
+        if isinstance(seeds, range) and len(seeds):
+            if not (-(1 << 63) <= min(seeds[0], seeds[-1]) and max(seeds[0], seeds[-1]) < 1 << 63):
+                raise OptionError(f"{name} must fit in a signed 64-bit integer")
+            seeds = torch.arange(seeds.start, seeds.stop, seeds.step, dtype=torch.int64)
+            return as_seeds(seeds, batch, name)
         if not all(isinstance(v, int) and not isinstance(v, bool) for v in seeds):
             raise OptionError(f"{name} must be a list of ints (one per sample), got {list(seeds)[:5]!r}...")
         if any(not (-(1 << 63) <= v < 1 << 63) for v in seeds):
@@ -198,6 +211,9 @@ def parse_seed_range(spec: str, max_len: int = MAX_SEED_RANGE) -> range:
     Seeds must lie in ``[0, 2**63 - 1]`` and a range may hold at most ``max_len`` seeds (one job's
     samples are held in memory); both are checked before anything is allocated.
     """
+    if not isinstance(spec, (str, int)) or isinstance(spec, bool):
+        raise OptionError(f"seeds must be text like A-B (inclusive), A:B (end excluded) or N, got {type(spec).__name__}")
+    max_len = integer(max_len, "max_len", minimum=1)
     text = str(spec).strip()
     try:
         if ":" in text:

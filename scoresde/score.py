@@ -12,6 +12,7 @@ from typing import Literal, Optional
 from torch import Tensor, nn
 
 from ._utils import append_dims
+from ._validation import boolean, choice
 from .errors import IncompatibleSDEError, LabelError, OptionError
 from .sde.base import SDE, ScoreFn
 
@@ -45,8 +46,12 @@ class NetworkScore(nn.Module):
 
     def __init__(self, net: nn.Module, sde: SDE, parameterization: Parameterization = "eps", scale_by_std: bool = False):
         super().__init__()
-        if parameterization not in PARAMETERIZATIONS:
-            raise OptionError(f"parameterization must be one of {PARAMETERIZATIONS}, got {parameterization!r}")
+        if not callable(net):
+            raise OptionError(f"net must be a module called as net(x, t), got {type(net).__name__}")
+        if not isinstance(sde, SDE):
+            raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        choice(parameterization, "parameterization", PARAMETERIZATIONS)
+        scale_by_std = boolean(scale_by_std, "scale_by_std")
         if parameterization != "score" and scale_by_std:
             raise OptionError("scale_by_std applies only to parameterization='score'")
         if not sde.has_kernel:

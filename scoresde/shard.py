@@ -32,7 +32,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from ._validation import finite_float, positive_int
+from ._validation import MAX_SEED, finite_float, integer, positive_int
 from .checkpoint import CheckpointError, atomic_write, safe_torch_load
 from .distributed import DistInfo, join_process_group
 from .errors import OptionError, OutputError, ShardError
@@ -270,7 +270,7 @@ def sample_seeds(
     """
     if "generator" in solve_options or "seeds" in solve_options:
         raise OptionError("sample_seeds draws from the given seeds; do not pass generator or seeds in solve options")
-    all_seeds = as_seeds(list(seeds) if isinstance(seeds, range) else seeds)
+    all_seeds = as_seeds(seeds)
     event = tuple(positive_int(s, "event_shape entry") for s in event_shape)
     _shard_folder(folder)
     model = model_identity(score_fn, event, device) if model is None else str(model)
@@ -327,8 +327,10 @@ def log_likelihood_points(
     """
     if "generator" in options or "seeds" in options:
         raise OptionError("log_likelihood_points seeds point j with seed + j; do not pass generator or seeds")
-    if not isinstance(data, Tensor) or data.ndim < 2:
+    if not isinstance(data, Tensor) or data.ndim < 2 or data.shape[0] < 1 or data.device.type == "meta":
         raise OptionError(f"data must be a tensor [N, *event], got {type(data).__name__} {tuple(getattr(data, 'shape', ()))}")
+    seed = integer(seed, "seed", minimum=0, maximum=MAX_SEED - data.shape[0], need="an integer >= 0 with seed + N <= 2**63 - 1")
+    levels = integer(levels, "levels", minimum=2, allow_none=True)
     _shard_folder(folder)
     model = model_identity(score_fn, tuple(data.shape[1:]), device) if model is None else str(model)
     if options.get("method", "dopri5") == "dopri5":  # fixed-step methods share their (fixed) steps: invariant already

@@ -24,12 +24,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any, Optional, Tuple
 
 import torch
 from torch import Tensor
 
-from ._utils import append_dims, batch_sum
+from ._utils import append_dims, batch_sum, check_memory
+from ._validation import check_generator, choice, finite_float, positive_int, probability, step_count
 from .errors import IncompatibleSDEError, OptionError
 from .inpainting import check_inpainting_inputs
 from .noise import rand, randn
@@ -78,6 +79,29 @@ def _systematic(weights: Tensor, generator: Optional[torch.Generator]) -> Tensor
     return torch.searchsorted(cdf, positions).clamp_(max=P - 1)
 
 
+def _check_smc_args(sde: Any, score_fn: Any, x_known: Any, mask: Any, num_particles: Any, steps: Any, generator: Any,
+                    eps: Any, ess_threshold: Any, proposal: Any) -> Tuple[Tensor, Tensor, int, int, float, float]:
+    """Validate :func:`smc_inpaint`'s arguments; return ``(x_known, mask, num_particles, steps, eps, ess_threshold)``."""
+    if not isinstance(sde, SDE):
+        raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+    if not callable(score_fn):
+        raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
+    x_known, mask = check_inpainting_inputs(x_known, mask)
+    if not sde.has_kernel:
+        raise IncompatibleSDEError(f"smc_inpaint needs an SDE with a closed-form kernel; {type(sde).__name__} has none")
+    num_particles = positive_int(num_particles, "num_particles")
+    steps = step_count(steps, "steps")
+    check_generator(generator)
+    ess_threshold = probability(ess_threshold, "ess_threshold")
+    eps = finite_float(eps, "eps")
+    if not 0.0 < eps < sde.T:
+        raise OptionError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
+    choice(proposal, "proposal", PROPOSALS)
+    check_memory(6 * x_known.numel() * num_particles * x_known.element_size(),
+                 f"{num_particles:,} particles for x_known of shape {tuple(x_known.shape)}", "Use fewer particles")
+    return x_known, mask, num_particles, steps, eps, ess_threshold
+
+
 def smc_inpaint(
     sde: SDE,
     score_fn: ScoreFn,
@@ -117,19 +141,9 @@ def smc_inpaint(
         IncompatibleSDEError: an SDE without a kernel.
         ValueError: bad ``num_particles``, ``steps``, ``ess_threshold``, ``eps`` or ``proposal``.
     """
-    x_known, mask = check_inpainting_inputs(x_known, mask)
-    if not sde.has_kernel:
-        raise IncompatibleSDEError(f"smc_inpaint needs an SDE with a closed-form kernel; {type(sde).__name__} has none")
-    for name, v in (("num_particles", num_particles), ("steps", steps)):
-        if isinstance(v, bool) or int(v) != v or v < 1:
-            raise OptionError(f"{name} must be a positive integer, got {v!r}")
-    if not 0.0 <= ess_threshold <= 1.0:
-        raise OptionError(f"ess_threshold must lie in [0, 1], got {ess_threshold}")
-    if not 0.0 < eps < sde.T:
-        raise OptionError(f"eps must lie in (0, T) = (0, {sde.T}), got {eps}")
-    if proposal not in PROPOSALS:
-        raise OptionError(f"proposal must be one of {PROPOSALS}, got {proposal!r}")
-    B, P = x_known.shape[0], int(num_particles)
+    x_known, mask, num_particles, steps, eps, ess_threshold = _check_smc_args(
+        sde, score_fn, x_known, mask, num_particles, steps, generator, eps, ess_threshold, proposal)
+    B, P = x_known.shape[0], num_particles
     event = x_known.shape[1:]
     dtype, device = x_known.dtype, x_known.device
     y = torch.where(mask, x_known, torch.zeros_like(x_known)).repeat_interleave(P, 0)  # [B P, *event]

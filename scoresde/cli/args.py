@@ -67,6 +67,35 @@ finite = _typed(lambda s: V.finite_float(_number(s), "the value"), "number")
 probability = _typed(lambda s: V.probability(_number(s), "the value"), "probability")
 
 
+#: ``--guidance W``: a classifier-free guidance weight in ``[-1, 1e4]`` (-1: unconditional).
+guidance_weight = _typed(lambda s: V.weight(_number(s), "--guidance", minimum=-1.0), "weight")
+#: ``--classifier-scale S``: a classifier guidance scale in ``[0, 1e4]``.
+classifier_scale = _typed(lambda s: V.weight(_number(s), "--classifier-scale", minimum=0.0), "scale")
+
+
+def _seed_range(text: str) -> range:
+    from ..noise import parse_seed_range
+
+    return parse_seed_range(text)
+
+
+#: ``--seeds A-B`` / ``A:B`` / ``N``: a bounded range of seeds in ``[0, 2**63 - 1]`` (:func:`scoresde.noise.parse_seed_range`).
+seed_range = _typed(_seed_range, "seed range")
+
+
+def _device_name(text: str) -> str:
+    import re
+
+    t = text.strip()
+    if not re.fullmatch(r"auto|cpu|cuda(:\d{1,6})?", t):
+        raise OptionError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    return t
+
+
+#: ``--device``: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (whether it exists is checked when it is resolved).
+device_name = _typed(_device_name, "device")
+
+
 def thread_count(text: str) -> Any:
     """``auto`` or a positive number of threads, at most 4 per CPU core."""
     if text.strip().lower() == "auto":
@@ -127,6 +156,12 @@ class ChoiceError(argparse.ArgumentTypeError):
 # ---------------------------------------------------------------------- the parser
 class Parser(argparse.ArgumentParser):
     """An argument parser whose errors are one line: a mistyped choice exits with 1, other malformed input with 2."""
+
+    def _get_values(self, action: argparse.Action, arg_strings: List[str]) -> Any:
+        # `--opt=--` hands argparse its end-of-options marker as the value, which it drops (the option became [])
+        if action.option_strings and action.nargs is None and list(arg_strings) == ["--"]:
+            self.error(f"argument {'/'.join(action.option_strings)}: expected a value, got '--'")
+        return super()._get_values(action, arg_strings)
 
     def error(self, message: str) -> "NoReturn":  # type: ignore[name-defined]  # noqa: F821
         choice = _CHOICE_MARK in message
@@ -226,7 +261,8 @@ def device(name: str):
 def add_model_options(p: argparse.ArgumentParser, default: Optional[str] = "run") -> None:
     """``--checkpoint`` (a run, ``score_sde:PATH`` or ``diffusers:PATH``), ``--config`` and ``--raw-weights``."""
     p.add_argument("--checkpoint", default=default,
-                   help="the model: a run directory or checkpoint file, score_sde:PATH (with --config) or diffusers:PATH "
+                   help="the model: a run directory or checkpoint file, score_sde:PATH (with --config), diffusers:PATH or "
+                   "safetensors:PATH "
                    f"(default: {default})")
     p.add_argument("--config", help="for score_sde:PATH: a published config name (e.g. vp/cifar10_ddpmpp_continuous) or "
                    "a JSON file with score_sde's model, data and training fields")
@@ -276,12 +312,20 @@ SOLVER_FLAGS = ("snr", "corrector_steps", "method", "rtol", "atol", "max_steps",
 
 def add_solver_options(p: argparse.ArgumentParser) -> argparse._ArgumentGroup:
     """The per-solver flags (each applies only to the solvers that take it) and ``--solver-arg``."""
+    from ..flow import ADAPTIVE_METHODS, FIXED_METHODS
+    from ..solvers import SOLVERS, StepSolver
+    from ..solvers.torchsde_solver import TORCHSDE_METHODS
+
+    predictors = sorted(n for n, c in SOLVERS.items() if issubclass(c, StepSolver) and n != "pc")
+    methods = list(dict.fromkeys([*ADAPTIVE_METHODS, *FIXED_METHODS, *TORCHSDE_METHODS]))
     g = p.add_argument_group("solver options (each only for the solvers that take it)")
     g.add_argument("--snr", type=positive_float, help="Langevin corrector signal-to-noise ratio (pc, langevin)")
     g.add_argument("--corrector-steps", type=nonneg_int, help="Langevin steps per time step (pc, langevin)")
-    g.add_argument("--predictor", help="predictor of pc: reverse_diffusion, euler_maruyama, ancestral, ddim")
+    g.add_argument("--predictor", type=choice_type("predictor", predictors),
+                   help="predictor of pc: reverse_diffusion, euler_maruyama, ancestral, ddim, ...")
     g.add_argument("--corrector", type=choice_type("corrector", ["langevin", "none"]), help="corrector of pc")
-    g.add_argument("--method", help="ODE method (ode: dopri5, rk4, ...) or torchsde method (torchsde: euler, milstein, srk)")
+    g.add_argument("--method", type=choice_type("ODE method (or torchsde method)", methods),
+                   help="ODE method (ode: dopri5, rk4, ...) or torchsde method (torchsde: euler, milstein, srk)")
     g.add_argument("--rtol", type=positive_float, help="relative tolerance (ode)")
     g.add_argument("--atol", type=positive_float, help="absolute tolerance (ode)")
     g.add_argument("--max-steps", type=positive_int, help="cap on adaptive steps (ode)")
@@ -366,15 +410,12 @@ def add_guidance_options(p: argparse.ArgumentParser, allow_all: bool = True, cla
     g.add_argument("--class", dest="class_label", type=class_or_all if allow_all else int_from(0, 2**31 - 1), metavar="K",
                    help="sample class K (a class-conditional model, or with --classifier)"
                    + ("; 'all': every class in turn, sample i (or the sample of seed i) of class i mod K" if allow_all else ""))
-    g.add_argument("--guidance", type=_typed(lambda s: V.finite_float(_number(s), "--guidance", minimum=-1.0, maximum=1e4),
-                                             "weight"), metavar="W",
+    g.add_argument("--guidance", type=guidance_weight, metavar="W",
                    help="classifier-free guidance weight in [-1, 1e4]: (1 + W) s(x, t, K) - W s(x, t) (needs --class; "
                    "0 = conditional)")
     if classifier:
         g.add_argument("--classifier", metavar="PATH", help="noise-conditional classifier file (scoresde train-classifier)")
-        g.add_argument("--classifier-scale", type=_typed(lambda s: V.finite_float(_number(s), "--classifier-scale",
-                                                                                    minimum=0.0, maximum=1e4), "scale"),
-                       metavar="S", help="classifier guidance scale in [0, 1e4] (default: 1 with --classifier)")
+        g.add_argument("--classifier-scale", type=classifier_scale, metavar="S", help="classifier guidance scale in [0, 1e4] (default: 1 with --classifier)")
 
 
 def class_guidance(args: argparse.Namespace, model: Any, dev: Any) -> Optional[Tuple[Callable[[int], Callable], int, list]]:

@@ -27,7 +27,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     e.add_argument("--num", type=A.int_from(2), default=1000, help="number of samples, at least 2 (default: 1000)")
     e.add_argument("--solver", default="ddim", type=A.choice_type("solver", sorted(SOLVERS)), help="sampler (default: ddim)")
     e.add_argument("--steps", type=A.positive_int, help="solver steps (solver default when omitted)")
-    e.add_argument("--guidance", type=A.finite, metavar="W",
+    e.add_argument("--guidance", type=A.guidance_weight, metavar="W",
                    help="a class-conditional run: every class in turn with classifier-free guidance W (0: conditional); "
                    "default: unconditional samples")
     e.add_argument("--batch-size", type=A.positive_int, default=250, help="samples per solver call (default: 250)")
@@ -37,7 +37,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     e.add_argument("--threshold", type=A._typed(lambda s: _open_unit(A._number(s)), "threshold"), default=0.9,
                    help="confidence threshold in (0, 1) (default: 0.9)")
     e.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    e.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    e.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     e.add_argument("--samples-out", help="also write the samples: FILE.npy, FILE.png or DIR/")
     e.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     e.add_argument("--quiet", action="store_true", help="no progress output")
@@ -54,7 +54,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     c.add_argument("--out", required=True, help="file to write, e.g. runs/mnist/classifier.pt")
     c.add_argument("--epochs", type=A.int_from(1, 1000), default=2, help="training epochs (default: 2)")
     c.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    c.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     c.add_argument("--quiet", action="store_true", help="no progress output")
     c.set_defaults(func=cmd_classifier)
 

@@ -33,7 +33,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     c.add_argument("--lr", type=A._typed(lambda s: A.V.finite_float(A._number(s), "--lr", positive=True, maximum=1.0), "lr"),
                    help="learning rate in (0, 1] (default: 2e-3 vectors, 5e-4 images)")
     c.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    c.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    c.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     c.add_argument("--out", default="classifier.pt", help="classifier file to write (default: classifier.pt)")
     c.add_argument("--quiet", action="store_true", help="no progress lines")
     c.set_defaults(func=cmd_train_classifier)

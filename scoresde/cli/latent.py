@@ -40,7 +40,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     p.add_argument("--lr", type=A._typed(lambda s: A.V.finite_float(A._number(s), "--lr", positive=True, maximum=1.0), "lr"),
                    help="learning rate in (0, 1] (default: 1e-3)")
     p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=cmd_train_autoencoder)
 

@@ -46,7 +46,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     lk.add_argument("--repeats", type=A.int_from(1, 10**4), default=1, help="dequantization draws for discrete data (default: 1)")
     lk.add_argument("--batch-size", type=A.positive_int, help="examples per ODE solve (default: 256 vectors, 16 images)")
     lk.add_argument("--seed", type=A.seed, default=0, help="seed of probes and dequantization noise")
-    lk.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    lk.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     lk.add_argument("--json", action="store_true", help="print the result as one JSON object on the last line")
     lk.add_argument("--quiet", action="store_true", help="no progress output")
     lk.add_argument("--out", help="FILE.npy of per-example log-likelihoods (nats; bits/dim for discrete data): seeds each "

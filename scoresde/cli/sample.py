@@ -23,13 +23,13 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     s.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
     s.add_argument("--out", default="samples.npy", help="FILE.npy (raw model-space array), FILE.png (a figure) or DIR/ "
                    "(one PNG per image)")
-    s.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    s.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     s.add_argument("--batch-size", type=A.positive_int, help="samples per solver call (default: all at once)")
     s.add_argument("--steps", type=A.positive_int, help="solver steps (solver default when omitted)")
     s.add_argument("--eps", type=A.positive_float, help="final time of the reverse process")
     s.add_argument("--no-denoise", action="store_true", help="skip the final Tweedie denoising step")
     s.add_argument("--grid", type=A.choice_type("grid", sorted(GRIDS)), help="time grid (default: the solver's own)")
-    s.add_argument("--seeds", help="per-sample seeds A-B (inclusive) or A:B: sample i is a function of its seed only, "
+    s.add_argument("--seeds", type=A.seed_range, help="per-sample seeds A-B (inclusive) or A:B: sample i is a function of its seed only, "
                    "the same in any batch; sharded over the ranks under torchrun")
     A.add_shard_options(s)
     s.add_argument("--quiet", action="store_true", help="no progress output")
@@ -52,7 +52,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
                    help="passes per step; > 1 adds RePaint jump-backs (default: 1)")
     p.add_argument("--num", type=A.int_from(1, 10**6), default=1, help="completions per input (default: 1)")
     p.add_argument("--seed", type=A.seed, default=0, help="random seed (default: 0)")
-    p.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    p.add_argument("--device", type=A.device_name, default="auto", help="auto, cpu, cuda or cuda:N")
     A.add_solver_options(p)
     A.add_guidance_options(p, allow_all=False, classifier=False)
     p.set_defaults(func=cmd_inpaint)
@@ -99,14 +99,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 def _sample_sharded(args: argparse.Namespace, out: Path, opts: dict) -> int:
     """``sample --seeds A-B``: one sample per seed, the seeds shared among the torchrun ranks."""
-    from ..noise import parse_seed_range
     from ..shard import sample_seeds, shard_info
 
     if args.seeds is None:
         raise UserError("under torchrun, give the seeds to share among the ranks: --seeds A-B (e.g. --seeds 0-49999)")
-    seeds = parse_seed_range(args.seeds)
+    seeds = args.seeds  # a range, bounded when parsed
+    named = f"{seeds.start}-{seeds.stop - 1}"
     if args.num is not None and args.num != len(seeds):
-        raise UserError(f"--seeds {args.seeds} gives {len(seeds)} samples but --count says {args.num}; give one")
+        raise UserError(f"--seeds {named} gives {len(seeds)} samples but --count says {args.num}; give one")
     info = shard_info(args.timeout)
     dev = A.shard_device(args.device)
     model = A.load_model(args, dev)
@@ -134,8 +134,8 @@ def _sample_sharded(args: argparse.Namespace, out: Path, opts: dict) -> int:
     if x is None:  # not rank 0
         return 0
     x = model.decode(x)
-    A.write_samples(x, out, model.data_range, f"{args.solver}: seeds {args.seeds} ({what})")
-    print(f"wrote {len(seeds)} samples (seeds {args.seeds}) of shape {event} to {out} ({what}; solver {args.solver}, "
+    A.write_samples(x, out, model.data_range, f"{args.solver}: seeds {named} ({what})")
+    print(f"wrote {len(seeds)} samples (seeds {named}) of shape {event} to {out} ({what}; solver {args.solver}, "
           f"{info.world_size} process(es), {time.perf_counter() - t0:.1f} s; chunks in {folder})")
     return 0
 

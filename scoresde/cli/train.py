@@ -71,7 +71,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     t.add_argument("--grad-clip", type=A.nonneg_float, help="gradient-norm clipping, 0 = off (default: 1)")
     t.add_argument("--ema-decay", type=A.finite, help="EMA decay in [0, 1) (default: 0.999 vectors, 0.9999 images)")
     t.add_argument("--seed", type=A.seed, help="random seed (default: 0)")
-    t.add_argument("--device", help="auto, cpu, cuda or cuda:N (default: auto)")
+    t.add_argument("--device", type=A.device_name, help="auto, cpu, cuda or cuda:N (default: auto)")
     t.add_argument("--out", help="output directory (default: run)")
     t.add_argument("--checkpoint-every", type=A.positive_int, help="checkpoint interval in steps")
     t.add_argument("--sample-every", type=A.int_from(-1), help="sample-figure interval; 0 = only at the end, -1 = never")
@@ -103,7 +103,7 @@ def add_parsers(sub: Any, common: A.Common) -> None:
     d.add_argument("--data", default="gmm", type=A.choice_type("toy set", ["gmm", "moons", "swiss_roll", "checkerboard", "rings"]),
                    help="toy set (default: gmm, whose entropy is known)")
     d.add_argument("--quick", action="store_true", help="a smaller, faster run")
-    d.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
+    d.add_argument("--device", type=A.device_name, default="cpu", help="cpu, cuda or cuda:N (default: cpu)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=cmd_demo)
 

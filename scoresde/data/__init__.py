@@ -285,6 +285,7 @@ def _folder_dataset(spec: str, n: Optional[int], image_size: Optional[int]) -> D
 def _check_n(x: Tensor, n: Optional[int], name: str) -> Tensor:
     if n is None:
         return x
+    n = positive_int(n, "n")
     if n > x.shape[0]:
         raise DataError(f"{name}: asked for n={n} samples but the data set has {x.shape[0]}")
     return x[: int(n)]

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from .._utils import check_memory
+from .._validation import MAX_CLASSES
 from ..errors import DataError
 
 #: Keys looked up, in this order, in an ``.npz`` archive before falling back to its first array.
@@ -80,7 +81,8 @@ def read_labels(path: PathLike, n: int) -> "Optional[Tensor]":
     """The class labels ``y`` of an ``.npz`` archive as int64 ``[n]``, or ``None`` when it has none.
 
     Raises:
-        DataError: labels that are not integers, not one per example, or negative.
+        DataError: labels that are not integers, not one per example, negative, or at least
+            :data:`scoresde._validation.MAX_CLASSES` (checked before a network is sized from them).
     """
     path = os.fspath(path)
     if os.path.splitext(path)[1].lower() != ".npz":
@@ -101,6 +103,9 @@ def read_labels(path: PathLike, n: int) -> "Optional[Tensor]":
         raise DataError(f"{where}: need one label per example, shape ({n},), got {y.shape}")
     if y.size and y.min() < 0:
         raise DataError(f"{where}: class labels must be 0, 1, ..., K-1; got a negative label {int(y.min())}")
+    if y.size and int(y.max()) >= MAX_CLASSES:
+        raise DataError(f"{where}: class labels must be 0, 1, ..., K-1 with K <= {MAX_CLASSES:,}; got the label {int(y.max())} "
+                        "(a damaged file, or labels that are not class indices)")
     return torch.from_numpy(y.astype(np.int64))
 
 

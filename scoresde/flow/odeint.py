@@ -12,7 +12,7 @@ from typing import Any, Callable, Optional
 from torch import Tensor
 from torchdiffeq import odeint
 
-from .._validation import positive_int
+from .._validation import finite_float, positive_int
 from ..errors import IntegrationError, NonFiniteError, OptionError
 
 #: Fixed-step methods and their orders; ``heun`` is torchdiffeq's ``heun2``.
@@ -33,8 +33,7 @@ def check_method(method: str, rtol: float = 1e-5, atol: float = 1e-5) -> bool:
         valid = ", ".join(list(ADAPTIVE_METHODS) + list(FIXED_METHODS))
         raise OptionError(f"unknown ODE method {method!r}; valid methods: {valid}")
     for name, v in (("rtol", rtol), ("atol", atol)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not (v > 0) or v != v or v == float("inf"):
-            raise OptionError(f"{name} must be a positive finite number, got {v!r}")
+        finite_float(v, name, positive=True)
     return method in ADAPTIVE_METHODS
 
 

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from .._utils import check_memory
-from ..errors import OptionError, ShapeError
+from .._validation import positive_int, suggest
+from ..errors import OptionError, ResourceLimitError, ScoreSDEError, ShapeError
 from .embedding import EMBEDDINGS, GaussianFourierEmbedding, LabelEmbedding, SinusoidalEmbedding
 from .mlp import MLP
 from .unet import UNet
@@ -53,14 +54,11 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
         ResourceLimitError: the network's parameters would not fit in memory (counted on the
             ``meta`` device before anything is allocated; see :func:`network_bytes`).
     """
-    if kind not in NETWORKS:
-        raise OptionError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}")
-    try:
-        event_shape = tuple(int(s) for s in event_shape)
-    except (TypeError, ValueError):
-        raise ShapeError(f"event_shape must be a sequence of ints, got {event_shape!r}") from None
-    if not event_shape or any(s < 1 for s in event_shape):
-        raise ShapeError(f"event_shape must have at least one dimension, all positive, got {event_shape}")
+    if not isinstance(kind, str) or kind not in NETWORKS:
+        raise OptionError(f"unknown network kind {kind!r}; valid kinds: {', '.join(NETWORKS)}{suggest(kind, NETWORKS)}")
+    if isinstance(event_shape, (str, bytes)) or not isinstance(event_shape, (Sequence, torch.Size)) or not event_shape:
+        raise ShapeError(f"event_shape must be a non-empty sequence of positive ints, got {event_shape!r}")
+    event_shape = tuple(positive_int(s, "event_shape entry", error=ShapeError) for s in event_shape)
     kwargs = dict(kwargs)
     if kind == "mlp":
         _fill(kwargs, "dim", math.prod(event_shape), kind, event_shape)
@@ -78,14 +76,25 @@ def build_network(kind: str, event_shape: Sequence[int], **kwargs: Any) -> nn.Mo
     return NETWORKS[kind](**kwargs)
 
 
+def build_on_meta(cls: Any, what: str, **kwargs: Any) -> nn.Module:
+    """``cls(**kwargs)`` on the ``meta`` device (shapes only); sizes beyond a 64-bit count are a :class:`ResourceLimitError`."""
+    try:
+        with torch.random.fork_rng(devices=[]), torch.device("meta"):
+            return cls(**kwargs)
+    except ScoreSDEError:
+        raise
+    except (TypeError, ValueError, OverflowError, RuntimeError) as e:  # a size torch cannot even represent
+        raise ResourceLimitError(f"{what} with {kwargs} cannot be sized: {str(e).splitlines()[0][:160]}; "
+                                 "choose smaller arguments") from None
+
+
 def network_bytes(kind: str, **kwargs: Any) -> "tuple[int, int]":
     """``(bytes, parameters)`` of a ``kind`` network's parameters and buffers, without allocating them.
 
     The network is built on PyTorch's ``meta`` device (shapes only, no storage), so a request for
     a 4 TB network costs nothing to size.
     """
-    with torch.random.fork_rng(devices=[]), torch.device("meta"):
-        net = NETWORKS[kind](**kwargs)
+    net = build_on_meta(NETWORKS[kind], f"a {kind!r} network", **kwargs)
     tensors = list(net.parameters()) + list(net.buffers())
     n_params = sum(p.numel() for p in net.parameters())
     return sum(t.numel() * t.element_size() for t in tensors), n_params

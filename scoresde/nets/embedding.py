@@ -19,12 +19,13 @@ import math
 import torch
 from torch import Tensor, nn
 
+from .._validation import class_count, finite_float, integer, positive_int, seed_int
 from ..errors import LabelError, OptionError, ShapeError
 
 
 def _check_embed_dim(embed_dim: int) -> int:
-    embed_dim = int(embed_dim)
-    if embed_dim < 2 or embed_dim % 2:
+    embed_dim = integer(embed_dim, "embed_dim", minimum=2, need="an even integer >= 2 (half sines, half cosines)")
+    if embed_dim % 2:
         raise OptionError(f"embed_dim must be an even integer >= 2 (half sines, half cosines), got {embed_dim}")
     return embed_dim
 
@@ -52,10 +53,8 @@ class GaussianFourierEmbedding(nn.Module):
     def __init__(self, embed_dim: int, scale: float = 16.0, seed: int = 0):
         super().__init__()
         self.embed_dim = _check_embed_dim(embed_dim)
-        if not (math.isfinite(scale) and scale > 0):
-            raise OptionError(f"scale must be a positive finite number, got {scale}")
-        self.scale = float(scale)
-        gen = torch.Generator().manual_seed(int(seed))
+        self.scale = finite_float(scale, "scale", positive=True)
+        gen = torch.Generator().manual_seed(seed_int(seed, "seed"))
         self.register_buffer("W", torch.randn(self.embed_dim // 2, generator=gen) * self.scale)
 
     def forward(self, t: Tensor) -> Tensor:
@@ -85,10 +84,10 @@ class SinusoidalEmbedding(nn.Module):
     def __init__(self, embed_dim: int, time_scale: float = 1000.0, max_period: float = 10000.0):
         super().__init__()
         self.embed_dim = _check_embed_dim(embed_dim)
-        if not (time_scale > 0 and max_period > 1):
-            raise OptionError(f"need time_scale > 0 and max_period > 1, got {time_scale}, {max_period}")
-        self.time_scale = float(time_scale)
-        self.max_period = float(max_period)
+        self.time_scale = finite_float(time_scale, "time_scale", positive=True)
+        self.max_period = finite_float(max_period, "max_period")
+        if not self.max_period > 1:
+            raise OptionError(f"max_period must be > 1, got {max_period!r}")
         half = self.embed_dim // 2
         freqs = torch.exp(-math.log(self.max_period) * torch.arange(half, dtype=torch.float32) / half)
         self.register_buffer("freqs", freqs)
@@ -119,10 +118,8 @@ class LabelEmbedding(nn.Module):
 
     def __init__(self, num_classes: int, embed_dim: int):
         super().__init__()
-        if int(num_classes) < 1:
-            raise OptionError(f"num_classes must be a positive integer, got {num_classes}")
-        self.num_classes = int(num_classes)
-        self.table = nn.Embedding(self.num_classes + 1, int(embed_dim))
+        self.num_classes = class_count(num_classes, "num_classes")
+        self.table = nn.Embedding(self.num_classes + 1, positive_int(embed_dim, "embed_dim"))
         nn.init.normal_(self.table.weight, std=0.02)
 
     def forward(self, y, batch: int, device: torch.device) -> torch.Tensor:

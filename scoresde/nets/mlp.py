@@ -8,9 +8,12 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import as_time, check_batch
-from .._validation import finite_float, nonneg_int, positive_int
+from .._validation import class_count, finite_float, integer, positive_int
 from ..errors import LabelError, ShapeError
 from .embedding import GaussianFourierEmbedding, LabelEmbedding
+
+#: The most residual layers an MLP may have (a deeper one is a typo, and building it would take minutes).
+MAX_DEPTH = 1000
 
 
 class _ResidualLayer(nn.Module):
@@ -59,8 +62,9 @@ class MLP(nn.Module):
     ):
         super().__init__()
         dim, hidden, embed_dim = positive_int(dim, "dim"), positive_int(hidden, "hidden"), positive_int(embed_dim, "embed_dim")
-        depth = nonneg_int(depth, "depth")
+        depth = integer(depth, "depth", minimum=0, maximum=MAX_DEPTH)
         fourier_scale = finite_float(fourier_scale, "fourier_scale", positive=True)
+        num_classes = class_count(num_classes, "num_classes", allow_none=True)
         self.config: Dict[str, Any] = dict(
             dim=dim, hidden=hidden, depth=depth, embed_dim=embed_dim, fourier_scale=fourier_scale
         )
@@ -75,7 +79,7 @@ class MLP(nn.Module):
         self.input = nn.Linear(self.dim, hidden)
         self.layers = nn.ModuleList([_ResidualLayer(hidden, hidden) for _ in range(int(depth))])
         self.output = nn.Linear(hidden, self.dim)
-        self.num_classes = None if num_classes is None else int(num_classes)
+        self.num_classes = num_classes
         if self.num_classes is not None:
             self.config["num_classes"] = self.num_classes
             self.label_embed = LabelEmbedding(self.num_classes, hidden)

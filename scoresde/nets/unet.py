@@ -27,7 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._utils import append_dims, as_time, check_batch
-from .._validation import finite_float, positive_int
+from .._validation import choice, class_count, finite_float, integer, positive_int
 from ..errors import LabelError, OptionError, ShapeError
 from .embedding import EMBEDDINGS, LabelEmbedding
 
@@ -159,7 +159,8 @@ class UNet(nn.Module):
         if isinstance(channel_mults, (str, bytes)) or not isinstance(channel_mults, Sequence):
             raise OptionError(f"channel_mults must be a sequence of positive ints, got {channel_mults!r}")
         channel_mults = [positive_int(m, "channel_mults entry") for m in channel_mults]
-        num_res_blocks, num_groups = positive_int(num_res_blocks, "num_res_blocks"), positive_int(num_groups, "num_groups")
+        num_res_blocks = integer(num_res_blocks, "num_res_blocks", minimum=1, maximum=100)
+        num_groups = positive_int(num_groups, "num_groups")
         dropout = finite_float(dropout, "dropout")
         fourier_scale = finite_float(fourier_scale, "fourier_scale", positive=True)
         if attn_resolutions is not None:
@@ -175,8 +176,7 @@ class UNet(nn.Module):
             raise OptionError(f"channel_mults must be a non-empty sequence of positive ints, got {channel_mults}")
         if not 0.0 <= float(dropout) < 1.0:
             raise OptionError(f"dropout must lie in [0, 1), got {dropout}")
-        if embed not in EMBEDDINGS:
-            raise OptionError(f"embed must be one of {tuple(EMBEDDINGS)}, got {embed!r}")
+        choice(embed, "embed", list(EMBEDDINGS))
         n_down = len(channel_mults) - 1
         if image_size % (2**n_down):
             raise ShapeError(
@@ -200,7 +200,7 @@ class UNet(nn.Module):
             embed=embed, num_groups=num_groups, fourier_scale=float(fourier_scale),
         )
         self.in_channels, self.image_size = in_channels, image_size
-        self.num_classes = None if num_classes is None else int(num_classes)
+        self.num_classes = class_count(num_classes, "num_classes", allow_none=True)
         if self.num_classes is not None:
             self.config["num_classes"] = self.num_classes
 

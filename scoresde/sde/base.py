@@ -16,7 +16,8 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims, as_time, batch_norm_sq, check_batch, event_numel, resolve_shape
-from ..errors import DataError, IncompatibleSDEError, ShapeError
+from .._validation import boolean
+from ..errors import DataError, IncompatibleSDEError, OptionError, ShapeError
 from ..noise import randn
 
 ScoreFn = Callable[[Tensor, Tensor], Tensor]
@@ -253,9 +254,13 @@ class ReverseSDE:
     """
 
     def __init__(self, sde: SDE, score_fn: ScoreFn, probability_flow: bool = False):
+        if not isinstance(sde, SDE):
+            raise OptionError(f"sde must be a scoresde.SDE, got {type(sde).__name__}")
+        if not callable(score_fn):
+            raise OptionError(f"score_fn must be callable as score_fn(x, t), got {type(score_fn).__name__}")
         self.sde = sde
         self.score_fn = score_fn
-        self.probability_flow = probability_flow
+        self.probability_flow = boolean(probability_flow, "probability_flow")
         self.T = sde.T
 
     def drift(self, x: Tensor, t: Tensor) -> Tensor:

@@ -12,6 +12,10 @@ from .._validation import finite_float
 from ..errors import OptionError
 from .base import SDE
 
+#: Bounds of the VE schedule: ``sigma_max`` and ``sigma_max / sigma_min`` (beyond them ``sigma(t)^2`` overflows float32).
+MAX_SIGMA = 1e6
+MAX_SIGMA_RATIO = 1e12
+
 
 class VESDE(SDE):
     """Variance-exploding SDE with a geometric noise schedule.
@@ -24,8 +28,10 @@ class VESDE(SDE):
 
     def __init__(self, sigma_min: float = 0.01, sigma_max: float = 50.0):
         sigma_min, sigma_max = finite_float(sigma_min, "sigma_min"), finite_float(sigma_max, "sigma_max")
-        if not (0 < sigma_min < sigma_max < math.inf):
-            raise OptionError(f"need 0 < sigma_min < sigma_max < inf, got sigma_min={sigma_min}, sigma_max={sigma_max}")
+        if not (0 < sigma_min < sigma_max <= MAX_SIGMA and sigma_max / sigma_min <= MAX_SIGMA_RATIO):
+            raise OptionError(f"need 0 < sigma_min < sigma_max <= {MAX_SIGMA:g} with sigma_max / sigma_min <= "
+                              f"{MAX_SIGMA_RATIO:g} (beyond them sigma(t)^2 overflows float32), got sigma_min={sigma_min}, "
+                              f"sigma_max={sigma_max}")
         self.sigma_min = float(sigma_min)
         self.sigma_max = float(sigma_max)
 

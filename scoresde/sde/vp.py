@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from typing import Tuple
 
 import torch
@@ -13,14 +12,18 @@ from .._validation import finite_float
 from ..errors import OptionError
 from .base import SDE
 
+#: The largest ``beta_max``: beyond it ``exp(-B(T))`` underflows float32 and the kernel's scale vanishes.
+MAX_BETA = 200.0
+
 
 class _LinearBetaSDE(SDE):
     """Shared linear schedule ``beta(t) = beta_min + t (beta_max - beta_min)``."""
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
         beta_min, beta_max = finite_float(beta_min, "beta_min"), finite_float(beta_max, "beta_max")
-        if not (beta_min > 0 and beta_max >= beta_min and math.isfinite(beta_max)):
-            raise OptionError(f"need 0 < beta_min <= beta_max < inf, got beta_min={beta_min}, beta_max={beta_max}")
+        if not (beta_min > 0 and beta_max >= beta_min and beta_max <= MAX_BETA):
+            raise OptionError(f"need 0 < beta_min <= beta_max <= {MAX_BETA:g} (beyond it the kernel's scale exp(-B(T)/2) "
+                              f"underflows float32), got beta_min={beta_min}, beta_max={beta_max}")
         self.beta_min = float(beta_min)
         self.beta_max = float(beta_max)
 

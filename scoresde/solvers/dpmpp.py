@@ -34,20 +34,10 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
-from .._validation import finite_float
-from ..errors import OptionError
+from .._validation import boolean, integer, probability
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 from .registry import register
-
-#: Why the few-step solvers end at ``eps`` without the final Tweedie step by default.
-DENOISE_NOTE = """At a fixed budget of score evaluations, the final denoising step costs one step of the
-solver. Measured on an 8-D mixture of 5 Gaussians (std 0.3) with its exact score, 20,000 samples,
-sliced W2 to true samples, at 5/8/10/20 NFE: without it (one more step) DPM-Solver++(2M) reaches
-0.235/0.150/0.106/0.052 on VP against 0.373/0.177/0.123/0.054 with it, iPNDM 0.103/0.074/0.047/0.030
-against 0.499/0.084/0.063/0.030, and the same holds on VE from 8 NFE on (at 5 NFE on VE the
-denoised DPM-Solver++ and UniPC are ahead). At eps = 1e-3 the state's remaining noise (std 0.01
-for VP, 0.0013 for VE) is far below the data's scale. Pass ``denoise=True`` to add the step."""
 
 #: Below this many steps the last two steps drop to orders 1 and 2 (``lower_order_final``), as in
 #: diffusers' DPMSolverMultistepScheduler (DPM-Solver's own code uses 10).
@@ -87,16 +77,12 @@ class DPMSolverPP(StepSolver):
     requires_kernel = True
     default_steps = 20
     default_grid = "log_snr"
-    denoise_default = False  # see DENOISE_NOTE
+    denoise_default = False  # the docs' "How to choose a solver": the final denoising step
 
     def __init__(self, order: int = 2, lower_order_final: bool = True, eta: float = 0.0):
-        if order not in (1, 2, 3) or isinstance(order, bool):
-            raise OptionError(f"order must be 1, 2 or 3, got {order!r}")
-        eta = finite_float(eta, "eta")
-        if not 0.0 <= eta <= 1.0:
-            raise OptionError(f"eta must lie in [0, 1], got {eta}")
-        self.solver_order = int(order)
-        self.lower_order_final = bool(lower_order_final)
+        self.solver_order = integer(order, "order", minimum=1, maximum=3, need="1, 2 or 3")
+        eta = probability(eta, "eta")
+        self.lower_order_final = boolean(lower_order_final, "lower_order_final")
         self.eta = eta
 
     @property

@@ -15,8 +15,8 @@ import torch
 from torch import Tensor
 
 from .._utils import as_time, resolve_shape
-from .._validation import finite_float, positive_int
-from ..errors import IncompatibleSDEError, NonFiniteError, OptionError, ShapeError, TimeRangeError, UnknownSolverError
+from .._validation import boolean, finite_float, show, step_count
+from ..errors import DataError, IncompatibleSDEError, NonFiniteError, OptionError, ShapeError, TimeRangeError, UnknownSolverError
 from ..noise import SeedsLike, make_noise
 from ..score import ScoreFn, tweedie_denoise
 from ..sde.base import SDE
@@ -69,15 +69,17 @@ def make_grid(grid: Union[str, TimeGrid, type]) -> TimeGrid:
 
 def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tensor]):
     if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
-        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {dtype!r}")
+        raise OptionError(f"dtype must be a floating-point torch.dtype such as torch.float32, got {show(dtype)}")
     if device is not None:
         try:
+            if isinstance(device, bool):
+                raise TypeError
             device = torch.device(device)
-        except (RuntimeError, TypeError):
-            raise OptionError(f"device must be a torch.device or a string like 'cpu' or 'cuda', got {device!r}") from None
+        except (RuntimeError, TypeError, ValueError, OverflowError):
+            raise OptionError(f"device must be a torch.device or a string like 'cpu' or 'cuda', got {show(device)}") from None
     if x_init is not None:
-        return (device if device is not None else x_init.device), (dtype or x_init.dtype)
-    if device is None or dtype is None:
+        device, dtype = (device if device is not None else x_init.device), (dtype or x_init.dtype)
+    elif device is None or dtype is None:
         params = getattr(score_fn, "parameters", None)
         p = next(iter(params()), None) if callable(params) else None
         if device is None:
@@ -85,35 +87,32 @@ def _infer_device_dtype(score_fn: ScoreFn, device, dtype, x_init: Optional[Tenso
         if dtype is None:  # a half-precision network still gets a float32 sampler state
             full = p is not None and p.dtype in (torch.float32, torch.float64)
             dtype = p.dtype if full else torch.get_default_dtype()
-    return torch.device(device), dtype
+    device = torch.device(device)
+    if device.type == "meta":
+        raise OptionError("device is 'meta' (shapes without values: given, or where the score function's parameters are), "
+                          "which cannot sample; pass device='cpu' or 'cuda', or move the network there")
+    if device.type != "cpu":
+        try:
+            torch.empty(0, device=device)
+        except (RuntimeError, AssertionError, ValueError) as e:  # no such device, or torch built without it
+            raise OptionError(f"device {str(device)!r} is not available here ({str(e).splitlines()[0][:120]})") from None
+    return device, dtype
 
 
 def _grid_tensor(
     solver: Solver, sde: SDE, grid: Optional[GridLike], steps: Optional[int], eps: Optional[float],
     shape: torch.Size, start_at_T: bool,
 ) -> Tensor:
-    """The decreasing float64 times ``[steps + 1]`` the solver runs on, validated."""
+    """The decreasing float64 times ``[steps + 1]`` the solver runs on, validated.
+
+    A tensor of times and the times a grid object returns pass the same checks (:func:`_check_times`).
+    """
     T = float(sde.T)
     if grid is not None and not isinstance(grid, (str, TimeGrid, type)):  # explicit times
-        try:
-            times = torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
-        except (TypeError, ValueError, RuntimeError):
-            raise OptionError(f"grid must be a name in scoresde.GRIDS, a TimeGrid or a 1-D tensor of times, got {grid!r}") from None
-        if times.ndim != 1 or times.shape[0] < 2:
-            raise ShapeError(f"a grid of times must be 1-D with steps + 1 >= 2 entries, got shape {tuple(times.shape)}")
-        if steps is not None and times.shape[0] != steps + 1:
+        times = _as_times(grid, "grid must be a name in scoresde.GRIDS, a TimeGrid or a 1-D tensor of times")
+        if steps is not None and times.ndim == 1 and times.shape[0] != steps + 1:
             raise ShapeError(f"a grid for steps={steps} must have steps + 1 = {steps + 1} times, got {times.shape[0]}")
-        if not bool(torch.isfinite(times).all()):
-            raise TimeRangeError("the grid holds NaN or infinite times")
-        if not bool((times.diff() < 0).all()):
-            raise TimeRangeError("the grid must be strictly decreasing (from T towards eps)")
-        if not (0 < float(times[-1]) and float(times[0]) <= T * (1 + 1e-12)):
-            raise TimeRangeError(f"grid times must lie in (0, T] = (0, {T}], got [{float(times[-1]):.6g}, {float(times[0]):.6g}]")
-        if start_at_T and abs(float(times[0]) - T) > 1e-9 * T:
-            raise TimeRangeError(
-                f"the grid must start at T = {T} when sampling from the prior, got {float(times[0]):.6g}; "
-                "to start later, pass x_init (the state at grid[0])"
-            )
+        _check_times(times, T, "the grid", start_at_T)
         if eps is not None and abs(float(times[-1]) - eps) > 1e-12:
             raise TimeRangeError(f"eps={eps} differs from the grid's last time {float(times[-1]):.6g}; give one of them")
         return times
@@ -123,10 +122,48 @@ def _grid_tensor(
     if steps is None:
         steps = solver.steps_for(sde, shape, eps)
     g = make_grid(solver.default_grid if grid is None else grid)
-    times = g(sde, steps, eps)
-    if times.shape != (steps + 1,) or not bool((times.diff() < 0).all()):
-        raise TimeRangeError(f"grid {g!r} did not give {steps + 1} strictly decreasing times for steps={steps}, eps={eps}")
+    what = f"grid {g!r}"
+    times = _as_times(g(sde, steps, eps), f"{what} must return a 1-D tensor of times")
+    if times.ndim != 1 or times.shape[0] != steps + 1:
+        raise TimeRangeError(f"{what} must give steps + 1 = {steps + 1} times for steps={steps}, got shape {tuple(times.shape)}")
+    _check_times(times, T, what, start_at_T=True)
+    if abs(float(times[-1]) - eps) > 1e-6 * eps:
+        raise TimeRangeError(f"{what} must end at eps = {eps:g}, got {float(times[-1]):.6g}: its last time is where "
+                             "sampling stops; end the grid at eps (or pass the tensor of times as grid=)")
     return times
+
+
+def _as_times(grid: Any, need: str) -> Tensor:
+    """``grid`` as a float64 CPU tensor (not yet checked), or :class:`OptionError` with ``need``."""
+    try:
+        if isinstance(grid, Tensor) and (grid.device.type == "meta" or grid.is_complex()):
+            raise TypeError
+        return torch.as_tensor(grid, dtype=torch.float64).detach().cpu()
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise OptionError(f"{need}, got {type(grid).__name__} {show(grid)}") from None
+
+
+def _check_times(times: Tensor, T: float, what: str, start_at_T: bool) -> None:
+    """Raise unless ``times`` is 1-D, finite, strictly decreasing, inside ``(0, T]`` and (``start_at_T``) starts at ``T``."""
+    if times.ndim != 1 or times.shape[0] < 2:
+        raise ShapeError(f"{what}: a grid of times must be 1-D with steps + 1 >= 2 entries, got shape {tuple(times.shape)}")
+    if not bool(torch.isfinite(times).all()):
+        raise TimeRangeError(f"{what} holds NaN or infinite times")
+    if not bool((times.diff() < 0).all()):
+        raise TimeRangeError(f"{what} must be strictly decreasing (from T towards eps), got {_show(times)}")
+    if not (0 < float(times[-1]) and float(times[0]) <= T * (1 + 1e-12)):
+        raise TimeRangeError(f"{what}: times must lie in (0, T] = (0, {T}], got [{float(times[-1]):.6g}, {float(times[0]):.6g}]")
+    if start_at_T and abs(float(times[0]) - T) > 1e-9 * T:
+        raise TimeRangeError(
+            f"{what} must start at T = {T} when sampling from the prior, got {float(times[0]):.6g}; "
+            "to start later, pass x_init (the state at the grid's first time)"
+        )
+
+
+def _show(times: Tensor) -> str:
+    """A short text of a tensor of times."""
+    vals = [f"{v:.4g}" for v in times[:6].tolist()]
+    return "[" + ", ".join(vals) + (", ...]" if times.shape[0] > 6 else "]")
 
 
 def solve(
@@ -191,9 +228,13 @@ def solve(
         IncompatibleSDEError: the solver, the grid (or ``denoise=True``) needs a closed-form kernel the SDE lacks.
         ShapeError: a bad ``shape``, ``x_init`` or grid length, or a score function whose output is
             not shaped like ``x`` or not on its device.
-        TimeRangeError: ``eps`` outside ``(0, T)``; a grid that is not strictly decreasing or leaves ``(0, T]``.
-        ValueError: ``steps`` that is not a positive integer; ``steps``/``grid`` with an adaptive
-            solver that chooses its own steps (unless recording the trajectory or calling back).
+        TimeRangeError: ``eps`` outside ``(0, T)``; a grid (a tensor of times, or the times a grid object
+            returns) that is not strictly decreasing, leaves ``(0, T]``, does not start at ``T`` when sampling
+            from the prior, or (a grid object) does not end at ``eps``; times that collapse in ``dtype``.
+        ValueError: ``steps`` that is not an integer in ``[1, 10**6]``; ``steps``/``grid`` with an adaptive
+            solver that chooses its own steps (unless recording the trajectory or calling back); a flag
+            (``return_log_prob``, ``record_trajectory``, ``denoise``) that is not a real boolean; a ``device``
+            that is ``meta`` or not available; an ``x_init`` holding NaN or infinity (``DataError``).
         TypeError: a ``generator`` that is not a ``torch.Generator``, a non-floating ``dtype``, an
             ``x_init`` that is not a tensor, ``seeds`` that are not integers.
         ValueError: both ``generator`` and ``seeds``; ``return_log_prob`` with a solver that cannot
@@ -202,6 +243,11 @@ def solve(
     """
     solver_obj = make_solver(solver, **solver_options)
     solver_obj.check_sde(sde)
+    return_log_prob = boolean(return_log_prob, "return_log_prob")
+    record_trajectory = boolean(record_trajectory, "record_trajectory")
+    denoise = boolean(denoise, "denoise", allow_none=True)
+    if callback is not None and not callable(callback):
+        raise OptionError(f"callback must be callable as callback(i, t, x), got {type(callback).__name__}")
     if return_log_prob and not solver_obj.supports_log_prob:
         raise OptionError(
             f"return_log_prob=True needs a solver that integrates the divergence (solver='ode'); {solver_obj.name!r} cannot"
@@ -213,6 +259,10 @@ def solve(
             raise OptionError(f"x_init must be a torch.Tensor [B, *event], got {type(x_init).__name__}")
         if not x_init.dtype.is_floating_point:
             raise OptionError(f"x_init must be a floating-point tensor, got {x_init.dtype}")
+        if x_init.device.type == "meta":
+            raise OptionError("x_init is a meta tensor (a shape without values); give a tensor on the CPU or a GPU")
+        if not bool(torch.isfinite(x_init).all()):
+            raise DataError("x_init holds NaN or infinite values; give the finite state at the grid's first time")
         if shape is not None and resolve_shape(shape) != x_init.shape:
             raise ShapeError(f"shape {tuple(resolve_shape(shape))} and x_init's shape {tuple(x_init.shape)} differ; give one")
         shape = resolve_shape(x_init.shape)
@@ -222,7 +272,7 @@ def solve(
         shape = resolve_shape(shape)
     noise = make_noise(generator, seeds, shape[0])
     device, dtype = _infer_device_dtype(score_fn, device, dtype, x_init)
-    steps = positive_int(steps, "steps", allow_none=True)
+    steps = step_count(steps, "steps", allow_none=True)
     eps = finite_float(eps, "eps", allow_none=True)
     if solver_obj.adaptive and (steps is not None or grid is not None) and not (record_trajectory or callback):
         raise OptionError(
@@ -231,6 +281,10 @@ def solve(
             "or pick a fixed-step method (e.g. method='rk4') to use steps"
         )
     times = _grid_tensor(solver_obj, sde, grid, steps, eps, shape, start_at_T=x_init is None)
+    in_dtype = times.to(dtype)
+    if not (bool((in_dtype.diff() < 0).all()) and float(in_dtype[-1]) > 0):
+        raise TimeRangeError(f"the grid's times are not strictly decreasing and positive in {dtype} (eps = "
+                             f"{float(times[-1]):.3g}, {times.shape[0] - 1} steps): raise eps, use fewer steps or dtype=torch.float64")
     if return_log_prob:
         if denoise:
             raise OptionError("return_log_prob=True gives the density of the undenoised samples at eps; pass denoise=False or leave it")

@@ -9,10 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Tuple
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .._utils import append_dims
+from .._validation import integer
 from ..errors import IncompatibleSDEError, MaskError, OptionError, ShapeError
 from ..sde.base import SDE
 from .base import SolveContext, StepSolver, WrapperSolver
@@ -34,7 +36,9 @@ def check_inpainting_inputs(x_known: Tensor, mask: Any) -> Tuple[Tensor, Tensor]
         raise ShapeError(f"x_known must be a tensor [B, *event] with at least one event dimension, got {got}")
     if not x_known.is_floating_point():
         raise ShapeError(f"x_known must be floating point, got {x_known.dtype}")
-    mask = torch.as_tensor(mask, device=x_known.device)
+    if x_known.device.type == "meta":
+        raise ShapeError("x_known is a meta tensor (a shape without values); give it on the CPU or a GPU")
+    mask = _as_mask(mask, x_known.device)
     try:
         shape = torch.broadcast_shapes(mask.shape, x_known.shape)
     except RuntimeError:
@@ -52,6 +56,21 @@ def check_inpainting_inputs(x_known: Tensor, mask: Any) -> Tuple[Tensor, Tensor]
     if not bool(torch.isfinite(torch.where(mask, x_known, torch.zeros_like(x_known))).all()):
         raise ShapeError("x_known holds NaN or infinite values at known entries (mask == 1)")
     return x_known, mask
+
+
+def _as_mask(mask: Any, device: torch.device) -> Tensor:
+    """``mask`` (a tensor, array, number or nested list) as a tensor on ``device``; text and other objects are refused."""
+    if isinstance(mask, (str, bytes)) or (isinstance(mask, Tensor) and mask.device.type == "meta"):
+        raise MaskError(f"mask must be a 0/1 tensor (or array) broadcastable to x_known, got {type(mask).__name__} {mask!r}"[:200])
+    try:
+        if not isinstance(mask, Tensor):  # through NumPy: 1e-300 stays float64 (not 0 in torch's float32)
+            arr = np.asarray(mask)
+            if arr.dtype.kind not in "biuf":
+                raise TypeError
+            mask = torch.from_numpy(arr)
+        return mask.to(device)
+    except (TypeError, ValueError, RuntimeError, OverflowError):
+        raise MaskError(f"mask must be a 0/1 tensor (or array) broadcastable to x_known, got {type(mask).__name__}") from None
 
 
 def noisy_known(sde: SDE, x_known: Tensor, t: Tensor, noise: Tensor) -> Tensor:
@@ -100,8 +119,8 @@ class Inpaint(WrapperSolver):
     inner_role = "inner solver"
 
     def __init__(self, inner: Any, x_known: Tensor, mask: Any, resample: int = 1, **options: Any):
-        if isinstance(resample, bool) or int(resample) != resample or resample < 1:
-            raise OptionError(f"resample must be a positive integer (1 = no jump-backs), got {resample!r}")
+        resample = integer(resample, "resample", minimum=1, maximum=1000,
+                           need="an integer >= 1 (1 = no jump-backs) and <= 1000")
         inner = make_solver(inner, **options)
         if not isinstance(inner, StepSolver):
             raise OptionError(

@@ -14,8 +14,7 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
-from .._validation import positive_int
-from ..errors import OptionError
+from .._validation import boolean, integer
 from .base import SolveContext, StepSolver
 from .edm import denoiser
 from .registry import register
@@ -71,13 +70,11 @@ class IPNDM(StepSolver):
     requires_kernel = True
     default_steps = 20
     default_grid = "karras"
-    denoise_default = False  # see scoresde.solvers.dpmpp.DENOISE_NOTE
+    denoise_default = False  # the docs' "How to choose a solver": the final denoising step
 
     def __init__(self, max_order: int = 4, variable_step: bool = False):
-        self.max_order = positive_int(max_order, "max_order")
-        if self.max_order > 4:
-            raise OptionError(f"max_order must lie in 1..4, got {max_order}")
-        self.variable_step = bool(variable_step)
+        self.max_order = integer(max_order, "max_order", minimum=1, maximum=4, need="an integer in 1..4")
+        self.variable_step = boolean(variable_step, "variable_step")
 
     @property
     def order(self) -> float:  # type: ignore[override]

@@ -9,11 +9,12 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims, batch_norm_sq
-from .._validation import finite_float, integer, positive_int
+from .._validation import MAX_STEPS, finite_float, integer
 from ..errors import OptionError
 from ..sde.base import SDE
 from . import registry
 from .base import SolveContext, StepSolver, WrapperSolver
+from .grids import _noise_levels
 from .registry import register
 
 
@@ -77,7 +78,7 @@ class Langevin(StepSolver):
 
     def __init__(self, snr: float = 0.16, corrector_steps: int = 1):
         self.snr = _snr(snr)
-        self.corrector_steps = positive_int(corrector_steps, "corrector_steps")
+        self.corrector_steps = integer(corrector_steps, "corrector_steps", minimum=1, maximum=MAX_STEPS)
 
     def step(self, ctx: SolveContext, x: Tensor, t: Tensor, t_next: Tensor, state: Any) -> Tuple[Tensor, Any]:
         alpha = _corrector_alpha(ctx.sde, t, t_next)
@@ -129,7 +130,8 @@ class PredictorCorrector(WrapperSolver):
             self.snr, self.corrector_steps = 0.0, 0
         else:
             self.snr = _snr(0.16 if snr is None else snr)
-            self.corrector_steps = integer(1 if corrector_steps is None else corrector_steps, "corrector_steps", minimum=0)
+            self.corrector_steps = integer(1 if corrector_steps is None else corrector_steps, "corrector_steps", minimum=0,
+                                           maximum=MAX_STEPS)
 
     @property
     def predictor(self) -> StepSolver:
@@ -203,26 +205,10 @@ class AnnealedLangevin(StepSolver):
     (default ``step_ratio = 1``, i.e. ``u = 1/2``); ``step_ratio=None`` computes ``u`` per level by
     Technique 4 (:func:`langevin_step_ratio`).
 
-    Why not Technique 4 by default: it sizes ``u`` for data concentrated at a point, so that one
-    level's chain ends at the level's variance ``sigma_i^2``. Below the data's own scale ``s`` the
-    target's variance is ``s^2 + sigma_i^2`` and a chain with ``u ~ 0.1`` relaxes at the rate
-    ``u sigma_i^2 / s^2`` only: it stops following the shrinking target and keeps an excess variance
-    of about ``(1 - gamma^-2) / (2 u T)`` of ``s^2``. Measured on a VE ring of 8 Gaussians (2-D, std
-    0.2, radius 2, exact score, 4,000 samples: SE 0.017 nats per run), the mean true log-density
-    of the samples minus that of true samples is (one run; mean of 5 seeds where given):
-
-    | steps per level, max ratio, step | NFE | gap (nats) |
-    |---|---|---|
-    | 20, 1.5, Technique 4 (previous default) | 541 | -0.27 |
-    | 10, 1.2, Technique 4 | 581 | -0.18 |
-    | 10, 1.1, Technique 4 | 1,111 | -0.13 |
-    | 10, 1.2, ``step_ratio=1`` | 581 | -0.044 +- 0.009 (5 seeds) |
-    | 10, 1.2, ``step_ratio=2`` | 581 | -0.023 +- 0.009 (5 seeds) |
-    | **20, 1.2, ``step_ratio=1`` (default)** | **1,161** | **-0.028 +- 0.003 (5 seeds)** |
-
-    ``step_ratio=2`` is as accurate for half the evaluations here, but well above the data's scale
-    its chain jumps to twice the level's variance at every step (``step_ratio=1``: 4/3), which takes
-    a learned score further from the inputs it was trained on.
+    Why not Technique 4 by default: it sizes ``u`` for data concentrated at a point, so that one level's
+    chain ends at the level's variance ``sigma_i^2``; below the data's own scale its chain stops following
+    the shrinking target and keeps an excess variance (the measurements are in the docs' "How to choose a
+    solver", "Annealed Langevin's step size").
 
     Args:
         steps_per_level: Langevin steps per noise level ``T`` (default 20).
@@ -239,7 +225,7 @@ class AnnealedLangevin(StepSolver):
     default_grid = "log_snr"
 
     def __init__(self, steps_per_level: int = 20, step_ratio: Optional[float] = 1.0, max_ratio: float = 1.2):
-        self.steps_per_level = positive_int(steps_per_level, "steps_per_level")
+        self.steps_per_level = integer(steps_per_level, "steps_per_level", minimum=1, maximum=MAX_STEPS)
         if step_ratio is not None:
             step_ratio = finite_float(step_ratio, "step_ratio")
             if not 0 < step_ratio < 4:
@@ -252,8 +238,8 @@ class AnnealedLangevin(StepSolver):
     def steps_for(self, sde: SDE, shape: torch.Size, eps: float) -> int:
         """Number of levels ``L`` by Technique 2 for data of ``shape[1:]``: ``log(sigma_max/sigma_min) / log(gamma)``."""
         gamma = ladder_ratio(math.prod(shape[1:]), self.max_ratio)
-        r = sde.noise_to_signal(torch.tensor([sde.T, eps], dtype=torch.float64))
-        return max(1, math.ceil(math.log(float(r[0] / r[1])) / math.log(gamma)))
+        s_max, s_min = _noise_levels(sde, eps)
+        return max(1, math.ceil(math.log(s_max / s_min) / math.log(gamma)))
 
     def init(self, ctx: SolveContext, x: Tensor, grid: Tensor) -> Any:
         """The per-level step ratios ``alpha_i / sigma_i^2``, ``[L]`` (Technique 4 unless fixed)."""

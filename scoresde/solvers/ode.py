@@ -7,8 +7,7 @@ from typing import Any, List, Optional, Tuple
 from torch import Tensor
 
 from .._utils import append_dims
-from .._validation import positive_int
-from ..errors import OptionError
+from .._validation import choice, finite_float, integer, probability
 from ..flow import (
     ADAPTIVE_METHODS,
     DEFAULT_MAX_STEPS,
@@ -70,16 +69,13 @@ class ProbabilityFlowODE(Solver):
                  time_variable: str = "t", trace: str = "exact", probe: str = "rademacher"):
         check_method(method, rtol, atol)
         check_step_control(step_control, method)
-        if time_variable not in TIME_VARIABLES:
-            raise OptionError(f"time_variable must be one of {TIME_VARIABLES}, got {time_variable!r}")
-        if trace not in TRACES:
-            raise OptionError(f"trace must be one of {TRACES}, got {trace!r}")
-        if probe not in PROBES:
-            raise OptionError(f"probe must be one of {PROBES}, got {probe!r}")
+        choice(time_variable, "time_variable", TIME_VARIABLES)
+        choice(trace, "trace", TRACES)
+        choice(probe, "probe", PROBES)
         self.method = method
-        self.rtol = float(rtol)
-        self.atol = float(atol)
-        self.max_steps = positive_int(max_steps, "max_steps", allow_none=True)
+        self.rtol = finite_float(rtol, "rtol", positive=True)
+        self.atol = finite_float(atol, "atol", positive=True)
+        self.max_steps = integer(max_steps, "max_steps", minimum=1, maximum=10**9, allow_none=True)
         self.step_control = step_control
         self.time_variable = time_variable
         self.trace = trace
@@ -139,9 +135,7 @@ class DDIM(StepSolver):
     default_steps = 50
 
     def __init__(self, eta: float = 0.0):
-        if isinstance(eta, bool) or not isinstance(eta, (int, float)) or not 0.0 <= eta <= 1.0:
-            raise OptionError(f"eta must lie in [0, 1], got {eta}")
-        self.eta = float(eta)
+        self.eta = probability(eta, "eta")
 
     @property
     def stochastic(self) -> bool:  # type: ignore[override]

@@ -8,7 +8,8 @@ import torch
 import torchsde
 from torch import Tensor, nn
 
-from ..errors import NonFiniteError, OptionError
+from .._validation import choice
+from ..errors import NonFiniteError
 from ..sde.base import reverse_drift
 from .base import Callback, SolveContext, Solver
 from .registry import register
@@ -111,9 +112,7 @@ class TorchSDE(Solver):
     default_steps = 1000
 
     def __init__(self, method: str = "euler"):
-        if method not in TORCHSDE_METHODS:
-            raise OptionError(f"unknown torchsde method {method!r}; valid methods: {', '.join(TORCHSDE_METHODS)}")
-        self.method = method
+        self.method = choice(method, "torchsde method", list(TORCHSDE_METHODS))
 
     @property
     def order(self) -> float:  # type: ignore[override]

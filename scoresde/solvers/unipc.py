@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from .._utils import append_dims
-from ..errors import OptionError
+from .._validation import boolean, choice, integer
 from ..score import score_to_x0
 from .base import SolveContext, StepSolver
 from .dpmpp import multistep_order
@@ -86,17 +86,13 @@ class UniPC(StepSolver):
     requires_kernel = True
     default_steps = 20
     default_grid = "log_snr"
-    denoise_default = False  # see scoresde.solvers.dpmpp.DENOISE_NOTE
+    denoise_default = False  # the docs' "How to choose a solver": the final denoising step
 
     def __init__(self, order: int = 2, variant: str = "bh2", corrector: bool = True, lower_order_final: bool = True):
-        if order not in (1, 2, 3) or isinstance(order, bool):
-            raise OptionError(f"order must be 1, 2 or 3, got {order!r}")
-        if variant not in ("bh1", "bh2"):
-            raise OptionError(f"variant must be 'bh1' or 'bh2', got {variant!r}")
-        self.solver_order = int(order)
-        self.variant = variant
-        self.corrector = bool(corrector)
-        self.lower_order_final = bool(lower_order_final)
+        self.solver_order = integer(order, "order", minimum=1, maximum=3, need="1, 2 or 3")
+        self.variant = choice(variant, "variant", ("bh1", "bh2"))
+        self.corrector = boolean(corrector, "corrector")
+        self.lower_order_final = boolean(lower_order_final, "lower_order_final")
 
     @property
     def order(self) -> float:  # type: ignore[override]

@@ -31,6 +31,7 @@ from torch import Tensor, nn
 
 from .. import distributed as D
 from .._utils import check_memory
+from .._validation import class_count
 from ..checkpoint import (
     CONFIG_FILE,
     LATEST,
@@ -861,7 +862,7 @@ def _training_labels(cfg: TrainConfig, ds: Any) -> Tuple[Optional[Tensor], Train
         raise DataError(f"the labels must be integers, one per example ({ds.data.shape[0]}), got {tuple(labels.shape)} {labels.dtype}")
     if bool((labels < 0).any()):
         raise DataError(f"class labels must be 0, 1, ..., K-1; got a negative label {int(labels.min())}")
-    k = int(labels.max()) + 1
+    k = class_count(int(labels.max()) + 1, "number of classes", error=DataError)
     given = cfg.net_kwargs.get("num_classes")
     if given is not None and int(given) < k:
         raise ConfigError(f"net_kwargs num_classes={given} but the data has labels up to {k - 1}")
