@@ -15,6 +15,9 @@ from scoresde.errors import IntegrationError
 from scoresde.exact import Gaussian, GaussianMixture
 from scoresde.flow import odeint_per_sample
 
+#: These tests claim bit-for-bit results (CI also runs them on other CPU instruction sets).
+pytestmark = pytest.mark.bitwise
+
 SDE = VPSDE()
 GAUSS = Gaussian(torch.tensor([0.5, -0.3], dtype=torch.float64),
                  torch.tensor([[0.5, 0.1], [0.1, 0.3]], dtype=torch.float64))

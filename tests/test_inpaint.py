@@ -184,6 +184,7 @@ def test_exact_gaussian_conditional_formula():
     torch.testing.assert_close(cov_t[0, 1, 1], v1 - c**2 / v0)
 
 
+@pytest.mark.bitwise
 def test_inpainting_with_per_sample_seeds_is_batch_invariant():
     """With seeds, sample i depends only on its seed and its known entries, not on the batch."""
     sde = scoresde.VPSDE()

@@ -15,6 +15,9 @@ from scoresde.errors import ShapeError
 from scoresde.exact import Gaussian, GaussianMixture
 from scoresde.noise import SeededNoise, as_seeds, derive_seeds, parse_seed_range
 
+#: These tests claim bit-for-bit results (CI also runs them on other CPU instruction sets).
+pytestmark = pytest.mark.bitwise
+
 SDE = VPSDE()
 GM = GaussianMixture(torch.tensor([0.3, 0.7]), torch.tensor([[1.0, 1.0], [-1.0, 0.5]]), 0.3)
 SCORE = GM.score_fn(SDE)

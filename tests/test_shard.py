@@ -21,6 +21,9 @@ from scoresde.cli import build_parser, main
 from scoresde.exact import GaussianMixture
 from scoresde.shard import ShardError, ShardInfo, log_likelihood_points, run_chunks, sample_seeds
 
+#: These tests claim bit-for-bit results (CI also runs them on other CPU instruction sets).
+pytestmark = pytest.mark.bitwise
+
 REPO = Path(__file__).resolve().parents[1]
 SDE = scoresde.VPSDE()
 GM = GaussianMixture(torch.tensor([0.45, 0.45, 0.1]),

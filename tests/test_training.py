@@ -191,6 +191,7 @@ def test_sample_figure_and_bf16(tmp_path):
     assert all(math.isfinite(v) for v in res.losses)
 
 
+@pytest.mark.bitwise
 def test_resume_equals_uninterrupted_run(tmp_path):
     cfg = tiny(tmp_path, steps=14, checkpoint_every=4)
     full = Trainer(cfg).train()
@@ -207,6 +208,7 @@ def test_resume_equals_uninterrupted_run(tmp_path):
         assert torch.equal(a["ema"]["state"][k], b["ema"]["state"][k])
 
 
+@pytest.mark.bitwise
 def test_resume_with_dropout_is_exact(tmp_path):
     # A tiny U-Net with dropout: dropout draws from torch's global RNG, which checkpoints carry.
     x = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(0)) * 2 - 1
