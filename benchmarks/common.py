@@ -27,7 +27,7 @@ from torch import Tensor
 
 import scoresde
 from scoresde.exact import GaussianMixture
-from scoresde.metrics import mean_and_stderr, sliced_wasserstein
+from scoresde.metrics import SlicedReference, mean_and_stderr, sliced_wasserstein
 
 
 # --------------------------------------------------------------------------- profiles
@@ -257,9 +257,14 @@ class QualityReference:
     sw2_floor_sd: float = float("nan")
 
     def sw2(self, samples: Tensor) -> float:
-        """:func:`scoresde.metrics.sliced_wasserstein` of ``samples [N, *event]`` against the reference."""
-        directions = torch.Generator().manual_seed(self.projection_seed)
-        return sliced_wasserstein(samples.detach().cpu(), self.reference, self.n_projections, directions)
+        """:func:`scoresde.metrics.sliced_wasserstein` of ``samples [N, *event]`` against the reference.
+
+        The reference's sorted projections (on fixed directions from ``projection_seed``) are computed once.
+        """
+        if getattr(self, "_sliced", None) is None:
+            gen = torch.Generator().manual_seed(self.projection_seed)
+            self._sliced = SlicedReference(self.reference, self.n_projections, gen)
+        return sliced_wasserstein(samples.detach().cpu(), self._sliced)
 
     def score(self, samples: Tensor) -> Dict[str, float]:
         """``{"sw2", "dlogp", "dlogp_stderr", "sw2_floor", "sw2_floor_sd"}`` of generated ``samples [N, *event]``."""
