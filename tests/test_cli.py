@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run
 
 from scoresde.checkpoint import load_checkpoint
 from scoresde.cli import main
@@ -22,13 +23,6 @@ from scoresde.training import load_model
 REPO = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("SCORESDE_DATA") or "/nonexistent-scoresde-data")
 TINY_NET = ["--net-arg", "hidden=16", "--net-arg", "depth=1", "--net-arg", "embed_dim=8"]
-
-
-def run(argv, capsys):
-    """Run the CLI in-process; returns (exit status, stdout, stderr)."""
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def assert_user_error(code, err, expected_code=1, match=None):

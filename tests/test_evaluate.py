@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_runner import run
 
-from scoresde.cli import main
 from scoresde.cli.train import _advise_cpu
 from scoresde.config import ConfigError
 from scoresde.data import get_dataset
@@ -19,12 +19,6 @@ from scoresde.training.presets import PRESETS, apply_preset
 
 TINY_NET = ["--net-arg", "hidden=16", "--net-arg", "depth=1", "--net-arg", "embed_dim=8"]
 TINY_UNET = ["--net-arg", "channels=8", "--net-arg", "channel_mults=[1,2]", "--net-arg", "dropout=0.0"]
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_runner import run
 
 import scoresde
 from scoresde.cli import main
@@ -20,12 +21,6 @@ from scoresde.errors import OptionError, OutputError, ScoreSDEError
 from scoresde.training import TrainConfig
 
 TINY = ["--net-arg", "hidden=16", "--net-arg", "depth=1", "--net-arg", "embed_dim=8"]
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def one_line_error(code, err, match, expected_code=1):

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_runner import run
 
 import scoresde
 from scoresde.cli import main
@@ -19,12 +20,6 @@ from scoresde.pretrained import from_score_sde
 from scoresde.pretrained.spec import load_model_spec
 
 FIXTURES = Path(__file__).parent / "fixtures" / "score_sde"
-
-
-def run(argv, capsys):
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")

@@ -863,19 +863,15 @@ SEED_TEXT = st.one_of(st.text(max_size=12), st.sampled_from(["0-9", "3", "5:10",
 
 def _seed_range_ok(spec: str) -> bool:
     """Whether ``spec`` is ``A-B``, ``A:B`` or ``N`` (integers as Python reads them) of 1 to 10**8 seeds in [0, 2**63 - 1]."""
-    text = spec.strip()
-    try:
-        if ":" in text:
-            a, b = text.split(":", 1)
-            lo, hi = int(a), int(b)
-        elif "-" in text[1:]:
-            i = text.index("-", 1)
-            lo, hi = int(text[:i]), int(text[i + 1:]) + 1
-        else:
-            lo = int(text)
-            hi = lo + 1
-    except ValueError:
+    integer = r"\s*[+-]?\d+(?:_\d+)*\s*"
+    match = re.fullmatch(rf"(?P<a>{integer})(?P<sep>[:-])(?P<b>{integer})|(?P<n>{integer})", spec.strip())
+    if match is None:
         return False
+    if match["n"] is not None:
+        lo = int(match["n"])
+        hi = lo + 1
+    else:
+        lo, hi = int(match["a"]), int(match["b"]) + (match["sep"] == "-")
     return 0 <= lo < hi and hi - 1 <= 2**63 - 1 and hi - lo <= 10**8
 
 
