@@ -121,15 +121,29 @@ def train_score_sde(data: Dataset, budget: float, work: Path, seed: int, device:
                 train_wall_seconds=time.perf_counter() - w0)
 
 
-def train_latent(data: Dataset, budget: float, work: Path, seed: int, device: str, tag: str) -> Dict[str, Any]:
-    """A VAE for a third of ``budget``, then a score SDE on its (scaled mean) codes for the rest."""
-    c0, w0 = _cpu(), time.perf_counter()
+def train_vae(data: Dataset, budget: float, seed: int) -> ConvVAE:
+    """A :class:`~scoresde.baselines.ConvVAE` trained on ``data`` for ``budget`` CPU seconds."""
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         vae = ConvVAE(data.event_shape)
-    fit(vae, data.data, budget_seconds=budget / 3, generator=torch.Generator().manual_seed(seed))
-    space = LatentSpace(vae, fit_code_scale(vae, data.data[:10_000]), "mean")
-    codes = Dataset(f"codes of {data.name}", space.encode(data.data).cpu(), labels=data.labels)
+    fit(vae, data.data, budget_seconds=budget, generator=torch.Generator().manual_seed(seed))
+    return vae
+
+
+def train_latent(data: Dataset, budget: float, work: Path, seed: int, device: str, tag: str, *, use: str = "mean",
+                 scaled: bool = True, vae: Optional[ConvVAE] = None) -> Dict[str, Any]:
+    """A VAE for a third of ``budget``, then a score SDE on its codes for the rest.
+
+    The codes are the encoder's means (``use="mean"``) or one draw from ``q(z|x)`` per image (``"sample"``),
+    scaled to unit standard deviation (``scaled``) or as they are. With ``vae`` given, that autoencoder is
+    used and ``budget`` is all the score SDE's.
+    """
+    c0, w0 = _cpu(), time.perf_counter()
+    if vae is None:
+        vae = train_vae(data, budget / 3, seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    space = LatentSpace(vae, fit_code_scale(vae, data.data[:10_000], use, gen) if scaled else 1.0, use)
+    codes = Dataset(f"codes of {data.name}", space.encode(data.data, gen).cpu(), labels=data.labels)
     spent = _cpu() - c0
     net = build_network("unet", space.event_shape, channels=64, channel_mults=[1], num_res_blocks=2)
     steps = max(5, int(0.97 * steps_for_budget(_score_step(net, VPSDE(), codes.data, 64), budget, spent)))

@@ -75,7 +75,10 @@ MIX = GaussianMixture([0.3, 0.7], torch.tensor([[-1.0, 0.0], [1.0, 0.5]]), stds=
 
 def run_one(checkout: Path, code: str) -> float:
     env = {**os.environ, "PYTHONPATH": f"{checkout}{os.pathsep}{checkout / 'benchmarks'}"}
-    out = subprocess.run([sys.executable, "-c", PRELUDE + code], env=env, capture_output=True, text=True, timeout=1800)
+    # -P: no current folder on sys.path, so that PYTHONPATH decides which scoresde is imported (checked below)
+    check = f"assert scoresde.__file__.startswith({str(checkout)!r} + '/'), scoresde.__file__\n"
+    out = subprocess.run([sys.executable, "-P", "-c", PRELUDE + check + code], env=env, capture_output=True, text=True,
+                         timeout=1800)
     if out.returncode != 0:
         raise RuntimeError(f"{checkout}: {out.stderr[-2000:]}")
     return float(out.stdout.strip().splitlines()[-1])
@@ -103,7 +106,7 @@ def main(argv: List[str] = None) -> int:
         rows.append({"workload": n, "baseline": b, "this": t, "ratio": t / b, "runs": times[n]})
     lines = ["| workload | baseline (median) | this (median) | this / baseline |", "|---|---|---|---|"]
     for r in rows:
-        unit = "" if r["workload"].startswith("ours /") else " s"
+        unit = "" if r["workload"].startswith("ours ") else " s"
         lines.append(f"| {r['workload']} | {r['baseline']:.3f}{unit} | {r['this']:.3f}{unit} | {r['ratio']:.2f} |")
     print("\n".join(lines))
     if args.out:
