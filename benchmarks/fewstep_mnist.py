@@ -107,6 +107,22 @@ def _draw(run: Run, seed: int, num: int, batch: int) -> Tuple[Tensor, int]:
     return torch.cat(xs), nfe
 
 
+def _earlier_rows(log: Optional[str]) -> Tuple[Dict[Tuple[int, str], Dict[str, Any]], Dict[Tuple[int, str], Dict[str, Any]],
+                                              Optional[float]]:
+    """Selection rows and finalist rows printed by an earlier run, each keyed by ``(nfe, label)``, and its GITS fit
+    time; empty without a log."""
+    selection: Dict[Tuple[int, str], Dict[str, Any]] = {}
+    finals: Dict[Tuple[int, str], Dict[str, Any]] = {}
+    gits_seconds = None
+    for line in Path(log).read_text().splitlines() if log else []:
+        if line.startswith("GITS grid fitted in "):
+            gits_seconds = float(line.split()[4])
+        elif line.startswith("{"):
+            row = json.loads(line)
+            (finals if "fld_se" in row else selection)[(row["nfe"], row["label"])] = row
+    return selection, finals, gits_seconds
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--run", required=True, help="a scoresde run trained on MNIST")
@@ -121,13 +137,16 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--batch", type=int, default=250)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", help="write OUT.json and OUT.md")
+    p.add_argument("--resume-log", help="the printed rows of an earlier run with the same options: its finished selection runs "
+                   "and finalists are taken from it, not run again")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    earlier_selection, earlier_finals, gits_seconds = _earlier_rows(args.resume_log)
     sde, score, _ = load_model(args.run)
     clf = load_quality_classifier(args.classifier)
     ref = reference_statistics(clf, get_dataset("mnist", data_dir=args.data_dir, split="test").data)
-    gits, gits_seconds = None, None
-    if args.gits_samples > 0:
+    gits = None
+    if args.gits_samples > 0 and any(sum(k[0] == n for k in earlier_finals) < 2 * args.finalists for n in args.nfe):
         t0 = time.perf_counter()
         gits = GITS(fine_steps=max(64, 3 * max(args.nfe)), samples=args.gits_samples).fit(
             sde, score, (1, 28, 28), eps=EPS, generator=torch.Generator().manual_seed(2024), dtype=torch.float32)
@@ -142,6 +161,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         pool = candidates(sde, score, nfe, gits)
         scored = []
         for cand in pool:
+            if (nfe, cand["label"]) in earlier_selection:
+                selection.append(earlier_selection[(nfe, cand["label"])])
+                scored.append((selection[-1], cand))
+                continue
             t0 = time.perf_counter()
             x, used = _draw(cand["run"], SELECT_SEED, args.select_num, args.batch)
             q = quality(x)
@@ -153,6 +176,9 @@ def main(argv: Optional[List[str]] = None) -> int:
         for side in ("ours", "diffusers"):
             best = sorted((rc for rc in scored if rc[0]["side"] == side), key=lambda rc: rc[0]["fld"])[: args.finalists]
             for row, cand in best:
+                if (nfe, cand["label"]) in earlier_finals:
+                    finals.append(earlier_finals[(nfe, cand["label"])])
+                    continue
                 fld, conf, mins = [], [], []
                 for s in range(args.seeds):
                     q = quality(_draw(cand["run"], s, args.num, args.batch)[0])
