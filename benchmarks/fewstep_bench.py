@@ -37,6 +37,7 @@ transcriptions on the same GITS noise levels, against our best solver on that gr
 
 from __future__ import annotations
 
+import inspect
 import math
 import time
 from dataclasses import dataclass, field
@@ -132,7 +133,8 @@ def diffusers_sample(
     The scheduler's own noise-to-signal ratio at each step (``scheduler.sigmas[i]``, which for a
     Karras schedule is the exact level it integrates to, not the one of the rounded timestep) is
     passed to the noise-prediction model, which returns ``-std(t) score(x, t)`` at ``t(sigma)``.
-    The prior draw is ``N(0, I)`` from ``seed``, as our VP solvers draw it.
+    The prior draw is ``N(0, I)`` from ``seed``, as our VP solvers draw it; a stochastic scheduler draws its
+    step noise from the same generator after it.
 
     Returns:
         ``(samples [B, *event], nfe)`` with ``nfe`` the number of model calls.
@@ -144,9 +146,10 @@ def diffusers_sample(
     model = CountedScore(eps_model(sde, score_fn))
     g = torch.Generator().manual_seed(seed)
     x = sde.prior_sample(tuple(shape), generator=g) * sched.init_noise_sigma
+    noise = {"generator": g} if "generator" in inspect.signature(sched.step).parameters else {}  # stochastic ones
     for i, t in enumerate(sched.timesteps):
         sigma = sched.sigmas[i].to(x.dtype).expand(shape[0])
-        x = sched.step(model(sched.scale_model_input(x, t), sigma), t, x).prev_sample
+        x = sched.step(model(sched.scale_model_input(x, t), sigma), t, x, **noise).prev_sample
     return x, model.nfe
 
 

@@ -1,7 +1,8 @@
 """Few-step samplers on a trained MNIST network: scoresde's solvers against diffusers' schedulers.
 
 The same trained network (a scoresde run on MNIST) drives both sides: scoresde's solvers call it as a score
-function; diffusers' schedulers (DPM-Solver++ 2M and 3M, UniPC, DEIS, Euler, Heun), on the DDPM schedule whose
+function; diffusers' schedulers (DPM-Solver++ 2M and 3M, UniPC, DEIS, Euler, Heun, and the stochastic
+DPM-Solver++(2M) SDE and Euler ancestral, as ours include ``dpmpp_2m_sde``), on the DDPM schedule whose
 continuous limit is scoresde's VP SDE, receive it as a noise-prediction model (``-std(t) score(x, t)`` at the
 time whose noise level is the scheduler's own). The quality classifier of :mod:`scoresde.metrics` scores the
 samples: Fréchet LeNet distance (FLD, lower is better) and the share classified with confidence >= 0.9.
@@ -53,6 +54,8 @@ PEERS = (
     ("DEIS", "DEISMultistepScheduler", {"solver_order": 2}, 1),
     ("Euler", "EulerDiscreteScheduler", {}, 1),
     ("Heun", "HeunDiscreteScheduler", {}, 2),
+    ("DPM-Solver++(2M) SDE", "DPMSolverMultistepScheduler", {"algorithm_type": "sde-dpmsolver++", "solver_order": 2}, 1),
+    ("Euler ancestral", "EulerAncestralDiscreteScheduler", {}, 1),
 )
 #: diffusers settings tried with every scheduler (the empty one is its defaults).
 PEER_SETTINGS: Tuple[Dict[str, Any], ...] = (
