@@ -19,6 +19,9 @@ Targets:
   few-step comparison: ``benchmarks/results/cpu-fewstep-fewstep.png`` to ``docs/figures/benchmark_fewstep.png``
   and its "Few-step quality" section to ``docs/snippets/benchmark_fewstep.md``, from
   ``python benchmarks/run.py --quick --sections fewstep --threads 1 --out benchmarks/results/cpu-fewstep.json``.
+* ``families``: copy ``benchmarks/results/families-cpu.png`` to ``docs/figures/families_cpu.png`` and the
+  per-data-set tables of ``benchmarks/results/families-cpu.md`` to ``docs/snippets/families_<dataset>.md``,
+  which the families page includes; produce them with ``python benchmarks/families.py --profile cpu``.
 """
 
 from __future__ import annotations
@@ -46,6 +49,10 @@ FEWSTEP_MD = RESULTS / "cpu-fewstep.md"
 FEWSTEP_PNG = RESULTS / "cpu-fewstep-fewstep.png"
 FEWSTEP_SECTIONS = {"Few-step quality": "benchmark_fewstep.md"}
 FEWSTEP_FIGURE = "benchmark_fewstep.png"
+FAMILIES_MD = RESULTS / "families-cpu.md"
+FAMILIES_PNG = RESULTS / "families-cpu.png"
+FAMILIES_SECTIONS = {"mnist": "families_mnist.md", "fashion-mnist": "families_fashion-mnist.md"}
+TARGETS = (*EXAMPLES, "benchmark", "families")
 
 
 def report_section(report: str, title: str) -> str:
@@ -86,6 +93,20 @@ def copy_benchmark() -> List[Path]:
     return written
 
 
+def copy_families() -> List[Path]:
+    if not (FAMILIES_MD.is_file() and FAMILIES_PNG.is_file()):
+        raise SystemExit(f"missing {FAMILIES_MD} or {FAMILIES_PNG}: run python benchmarks/families.py --profile cpu")
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    SNIPPETS.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(FAMILIES_PNG, FIGURES / "families_cpu.png")
+    written = [FIGURES / "families_cpu.png"]
+    report = FAMILIES_MD.read_text(encoding="utf-8")
+    for title, name in FAMILIES_SECTIONS.items():
+        (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
+        written.append(SNIPPETS / name)
+    return written
+
+
 def run_example(name: str, data_dir: str) -> Path:
     out = FIGURES / f"{name}.png"
     cmd = [sys.executable, str(ROOT / "examples" / f"{name}.py"), "--out", str(out)]
@@ -99,17 +120,18 @@ def run_example(name: str, data_dir: str) -> Path:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("targets", nargs="*", metavar="TARGET",
-                   help=f"what to regenerate: {', '.join(EXAMPLES)}, benchmark (default: all)")
+                   help=f"what to regenerate: {', '.join(TARGETS)} (default: all)")
     p.add_argument("--data-dir", default=os.environ.get("SCORESDE_DATA"),
                    help="MNIST folder for the mnist example (default: $SCORESDE_DATA)")
     args = p.parse_args(argv)
-    targets = args.targets or [*EXAMPLES, "benchmark"]
-    unknown = [t for t in targets if t not in (*EXAMPLES, "benchmark")]
+    targets = args.targets or list(TARGETS)
+    unknown = [t for t in targets if t not in TARGETS]
     if unknown:
-        p.error(f"unknown targets {unknown}; valid: {', '.join(EXAMPLES)}, benchmark")
+        p.error(f"unknown targets {unknown}; valid: {', '.join(TARGETS)}")
+    copiers = {"benchmark": copy_benchmark, "families": copy_families}
     written: List[Path] = []
     for name in targets:
-        written += copy_benchmark() if name == "benchmark" else [run_example(name, args.data_dir)]
+        written += copiers[name]() if name in copiers else [run_example(name, args.data_dir)]
     for path in written:
         print("wrote", path.relative_to(ROOT))
     return 0

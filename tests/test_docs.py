@@ -263,6 +263,20 @@ def test_fewstep_benchmark_copies_in_the_docs_match_the_results():
     assert f"figures/{gen.FEWSTEP_FIGURE}" in guide
 
 
+def test_families_copies_in_the_docs_match_the_results():
+    gen = _gen_figures()
+    if not (gen.FAMILIES_MD.is_file() and gen.FAMILIES_PNG.is_file()):
+        pytest.skip("no families results in benchmarks/results")
+    report = gen.FAMILIES_MD.read_text(encoding="utf-8")
+    stale = "stale copy of the families results: run python docs/gen_figures.py families"
+    page = (DOCS / "families.md").read_text(encoding="utf-8")
+    for title, name in gen.FAMILIES_SECTIONS.items():
+        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
+        assert f"docs/snippets/{name}" in page
+    assert (gen.FIGURES / "families_cpu.png").read_bytes() == gen.FAMILIES_PNG.read_bytes(), stale
+    assert "figures/families_cpu.png" in page
+
+
 def test_report_section_extracts_one_section():
     report = "# r\n\n## A\n\n![plot](a.png)\n\n| x |\n|---|\n\n## B\n\nb\n"
     assert _gen_figures().report_section(report, "A") == "| x |\n|---|\n"
