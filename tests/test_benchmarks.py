@@ -383,3 +383,20 @@ def test_fewstep_target_and_markdown():
     assert "NFE 5 (equal within noise" in status and "NFE 20 (worse" in status
     md = run.fewstep_markdown({"rows": [row(5, "better")], "schedule": [], "settings": {"seeds": 3, "samples": 10}})
     assert "| fs2d | VP | 5 | `a` | 0.100 ± 0.010 |" in md
+
+
+def test_fewstep_mnist_resume_log_keeps_finished_rows_by_nfe_and_label(tmp_path):
+    (fewstep_mnist,) = _import_benchmarks("fewstep_mnist")
+    rows = [
+        {"nfe": 5, "side": "ours", "label": "ddim", "nfe_used": 5, "fld": 9.0, "confident": 0.5, "seconds": 1.0},
+        {"nfe": 5, "side": "ours", "label": "ddim", "nfe_used": 5, "fld": 8.0, "fld_se": 0.1, "fld_per_seed": [8.0],
+         "confident": 0.5, "confident_se": 0.0, "min_class_share": 0.1},
+        {"nfe": 8, "side": "diffusers", "label": "UniPC", "nfe_used": 8, "fld": 7.0, "confident": 0.6, "seconds": 2.0},
+    ]
+    log = tmp_path / "run.log"
+    log.write_text("GITS grid fitted in 12 s\n" + "\n".join(json.dumps(r) for r in rows) + "\nnot a row\n")
+    selection, finals, gits_seconds = fewstep_mnist._earlier_rows(str(log))
+    assert gits_seconds == 12.0
+    assert set(selection) == {(5, "ddim"), (8, "UniPC")} and selection[(8, "UniPC")]["fld"] == 7.0
+    assert set(finals) == {(5, "ddim")} and finals[(5, "ddim")]["fld_se"] == 0.1
+    assert fewstep_mnist._earlier_rows(None) == ({}, {}, None)
