@@ -12,9 +12,10 @@ For each data set (MNIST, Fashion-MNIST) and each family, train for the same bud
 * sampling seconds per image (one thread).
 
 Families: ``score_sde`` (the ``cpu`` preset's U-Net, Min-SNR, cosine decay; steps sized to the budget;
-sampled with DPM-Solver++(2M) SDE, 50 steps), ``latent_score_sde`` (a VAE for a third of the budget, then a
-score SDE on its codes for the rest; same sampler), ``vae``, ``realnvp`` and ``gan`` (DCGAN) from
-:mod:`scoresde.baselines`.
+sampled with DPM-Solver++(2M) SDE, 50 steps), ``score_sde_likelihood`` (the same with the likelihood
+weighting and importance-sampled times, which trade sample quality for bits/dim), ``latent_score_sde``
+(a VAE for a third of the budget, then a score SDE on its codes for the rest; same sampler), ``vae``,
+``realnvp`` and ``gan`` (DCGAN) from :mod:`scoresde.baselines`.
 
     python benchmarks/families.py --profile quick          # minutes: the machinery, tiny budgets
     python benchmarks/families.py --profile cpu            # 15 CPU-minutes per model, two data sets
@@ -33,6 +34,7 @@ import json
 import math
 import os
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional
 
@@ -56,7 +58,7 @@ from scoresde.sde import VPSDE
 from scoresde.training import Trainer
 from scoresde.training.presets import PRESETS
 
-FAMILIES = ("score_sde", "latent_score_sde", "vae", "realnvp", "gan")
+FAMILIES = ("score_sde", "score_sde_likelihood", "latent_score_sde", "vae", "realnvp", "gan")
 
 PROFILES: Dict[str, Dict[str, Any]] = {
     "quick": dict(datasets=["mnist"], budget=20.0, n_train=4000, samples=200, bpd_num=4, bpd_num_cheap=200,
@@ -105,10 +107,12 @@ def _net_score(net, sde):
 
 
 # ---------------------------------------------------------------------- families
-def train_score_sde(data: Dataset, budget: float, work: Path, seed: int, device: str, tag: str) -> Dict[str, Any]:
-    """The ``cpu`` preset on ``data`` with its step count sized to ``budget`` CPU seconds."""
+def train_score_sde(data: Dataset, budget: float, work: Path, seed: int, device: str, tag: str, *,
+                    likelihood: bool = False) -> Dict[str, Any]:
+    """The ``cpu`` preset on ``data`` with its step count sized to ``budget`` CPU seconds; with ``likelihood``,
+    the likelihood weighting with importance sampling of the times (Song et al. 2021) instead of Min-SNR."""
     c0, w0 = _cpu(), time.perf_counter()
-    preset = PRESETS["cpu"]
+    preset = dict(PRESETS["cpu"], **(dict(weighting="likelihood", importance_sampling=True) if likelihood else {}))
     net = build_network("unet", data.event_shape, **preset["net_kwargs"])
     steps = steps_for_budget(_score_step(net, VPSDE(), data.data, preset["batch_size"]), budget, 0.0)
     steps = max(5, int(steps * 0.97))  # the optimizer and EMA updates the probe leaves out
@@ -171,7 +175,8 @@ def train_baseline(kind: str) -> Callable[..., Dict[str, Any]]:
     return train
 
 
-TRAINERS = {"score_sde": train_score_sde, "latent_score_sde": train_latent, "vae": train_baseline("vae"),
+TRAINERS = {"score_sde": train_score_sde, "score_sde_likelihood": partial(train_score_sde, likelihood=True),
+            "latent_score_sde": train_latent, "vae": train_baseline("vae"),
             "realnvp": train_baseline("realnvp"), "gan": train_baseline("gan")}
 
 
@@ -179,7 +184,7 @@ TRAINERS = {"score_sde": train_score_sde, "latent_score_sde": train_latent, "vae
 def draw(family: str, trained: Dict[str, Any], n: int, seed: int, steps: int) -> torch.Tensor:
     """``n`` images in [-1, 1] from a trained model (one generator, seeded)."""
     gen = torch.Generator().manual_seed(seed)
-    if family in ("score_sde", "latent_score_sde"):
+    if family in ("score_sde", "score_sde_likelihood", "latent_score_sde"):
         sde, score = trained["model"][:2]
         shape = trained["model"][2].event_shape if family == "latent_score_sde" else None
         event = shape or tuple(_event_of(score))
@@ -200,7 +205,7 @@ def bits_per_dim(family: str, trained: Dict[str, Any], test: Dataset, profile: D
     gen = torch.Generator().manual_seed(seed)
     if family == "gan":
         return None, None, "none"
-    if family == "score_sde":
+    if family in ("score_sde", "score_sde_likelihood"):
         sde, score = trained["model"]
         res = dataset_likelihood(sde, score, test.data[: profile["bpd_num"]], levels=256, data_range=(-1.0, 1.0),
                                  trace="hutchinson", batch_size=16, generator=gen, progress=False,

@@ -32,7 +32,7 @@ def tiny():
     return ds, clf, reference_statistics(clf, ds.data)
 
 
-@pytest.mark.parametrize("family", ["score_sde", "latent_score_sde", "vae", "realnvp", "gan"])
+@pytest.mark.parametrize("family", ["score_sde", "score_sde_likelihood", "latent_score_sde", "vae", "realnvp", "gan"])
 def test_each_family_trains_within_its_budget_and_is_measured(family, tiny, tmp_path):
     F = _families()
     ds, clf, ref = tiny
@@ -46,6 +46,10 @@ def test_each_family_trains_within_its_budget_and_is_measured(family, tiny, tmp_
         assert math.isfinite(row["bpd"]) and row["bpd"] > 0
     assert math.isfinite(row["fld"]) and 0 <= row["confident"] <= 1 and row["train_steps"] >= 1
     assert row["train_seconds"] < 60  # a budget of 1 CPU second, plus set-up
+    if family.startswith("score_sde"):  # the variant differs only in its weighting and time sampling
+        cfg = json.loads((tmp_path / f"tiny-{family}-run" / "config.json").read_text())
+        assert (cfg["weighting"], cfg["importance_sampling"]) == (
+            ("likelihood", True) if family == "score_sde_likelihood" else ("min_snr", False))
     (tmp_path / f"tiny-{family}.json").write_text(json.dumps(row))
     text = F.markdown([row], "quick")
     assert family in text and "tiny" in text
