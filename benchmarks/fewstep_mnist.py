@@ -27,6 +27,7 @@ Selection is the same on both sides, and separate from the reported numbers:
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import time
 from pathlib import Path
@@ -92,9 +93,12 @@ def candidates(sde, score, nfe: int, gits: Optional[GITS]) -> List[Dict[str, Any
                 return res.samples, int(res.nfe)
 
             out.append({"side": "ours", "label": cfg.label + (f" @ {grid}" if grid else ""), "run": run})
+    import diffusers
+
     for label, cls, opts, per_step in PEERS:
         steps = nfe if per_step == 1 else (nfe + 1) // 2
-        for settings in PEER_SETTINGS:
+        accepted = inspect.signature(getattr(diffusers, cls).__init__).parameters
+        for settings in (s for s in PEER_SETTINGS if all(k in accepted for k in s)):  # those the scheduler has
             o = {**opts, **settings}
             out.append({"side": "diffusers", "label": label + _settings_label(settings),
                         "run": lambda seed, n, c=cls, o=o, k=steps: diffusers_sample(c, o, sde, score, (n, 1, 28, 28), k, seed)})
