@@ -260,7 +260,7 @@ def markdown(rows: List[Dict[str, Any]], profile: str) -> str:
     for dataset in dict.fromkeys(r["dataset"] for r in rows):
         out += [f"## {dataset}", "",
                 "| family | test bits/dim | kind | FLD | confident >= 0.9 | smallest class | train CPU s (steps) | "
-                "sampling s/image |", "|---|---|---|---|---|---|---|---|"]
+                "sampling time per image |", "|---|---|---|---|---|---|---|---|"]
         for r in (r for r in rows if r["dataset"] == dataset):
             bpd = "—" if r["bpd"] is None else f"{r['bpd']:.3f} ± {r['bpd_stderr']:.3f}"
             out.append(f"| {r['family']} | {bpd} | {r['bpd_kind']} | {r['fld']:.1f} | {100 * r['confident']:.1f}% | "
