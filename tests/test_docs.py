@@ -238,43 +238,36 @@ def _gen_figures():
     return module
 
 
+def _check_copies(md: Path, png: Path, sections: dict, figure: str, target: str, page: Optional[str] = None) -> None:
+    """The snippets and the figure in docs/ are the current copies of a benchmark report ``md`` and plot ``png``
+    (``gen_figures.py target`` makes them), and ``page`` (under docs/) includes them."""
+    gen = _gen_figures()
+    if not (md.is_file() and png.is_file()):
+        pytest.skip(f"no {md.name} or {png.name} in benchmarks/results")
+    report = md.read_text(encoding="utf-8")
+    stale = f"stale copy of {md.name}: run python docs/gen_figures.py {target}"
+    text = (DOCS / page).read_text(encoding="utf-8") if page else None
+    for title, name in sections.items():
+        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
+        assert text is None or f"docs/snippets/{name}" in text, f"{page} does not include {name}"
+    assert (gen.FIGURES / figure).read_bytes() == png.read_bytes(), stale
+    assert text is None or f"figures/{figure}" in text, f"{page} does not show {figure}"
+
+
 def test_benchmark_copies_in_the_docs_match_the_results():
     gen = _gen_figures()
-    if not (gen.BENCH_MD.is_file() and gen.BENCH_PNG.is_file()):
-        pytest.skip("no benchmark results in benchmarks/results")
-    report = gen.BENCH_MD.read_text(encoding="utf-8")
-    stale = "stale copy of the benchmark results: run python docs/gen_figures.py benchmark"
-    for title, name in gen.SECTIONS.items():
-        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
-    assert (gen.FIGURES / "benchmark_quality_vs_nfe.png").read_bytes() == gen.BENCH_PNG.read_bytes(), stale
+    _check_copies(gen.BENCH_MD, gen.BENCH_PNG, gen.SECTIONS, "benchmark_quality_vs_nfe.png", "benchmark")
 
 
 def test_fewstep_benchmark_copies_in_the_docs_match_the_results():
     gen = _gen_figures()
-    if not (gen.FEWSTEP_MD.is_file() and gen.FEWSTEP_PNG.is_file()):
-        pytest.skip("no few-step benchmark results in benchmarks/results")
-    report = gen.FEWSTEP_MD.read_text(encoding="utf-8")
-    stale = "stale copy of the few-step benchmark results: run python docs/gen_figures.py benchmark"
-    for title, name in gen.FEWSTEP_SECTIONS.items():
-        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
-    assert (gen.FIGURES / gen.FEWSTEP_FIGURE).read_bytes() == gen.FEWSTEP_PNG.read_bytes(), stale
-    guide = (DOCS / "choosing-a-solver.md").read_text(encoding="utf-8")
-    assert f"docs/snippets/{gen.FEWSTEP_SECTIONS['Few-step quality']}" in guide
-    assert f"figures/{gen.FEWSTEP_FIGURE}" in guide
+    _check_copies(gen.FEWSTEP_MD, gen.FEWSTEP_PNG, gen.FEWSTEP_SECTIONS, gen.FEWSTEP_FIGURE, "benchmark",
+                  "choosing-a-solver.md")
 
 
 def test_families_copies_in_the_docs_match_the_results():
     gen = _gen_figures()
-    if not (gen.FAMILIES_MD.is_file() and gen.FAMILIES_PNG.is_file()):
-        pytest.skip("no families results in benchmarks/results")
-    report = gen.FAMILIES_MD.read_text(encoding="utf-8")
-    stale = "stale copy of the families results: run python docs/gen_figures.py families"
-    page = (DOCS / "families.md").read_text(encoding="utf-8")
-    for title, name in gen.FAMILIES_SECTIONS.items():
-        assert (gen.SNIPPETS / name).read_text(encoding="utf-8") == gen.report_section(report, title), stale
-        assert f"docs/snippets/{name}" in page
-    assert (gen.FIGURES / "families_cpu.png").read_bytes() == gen.FAMILIES_PNG.read_bytes(), stale
-    assert "figures/families_cpu.png" in page
+    _check_copies(gen.FAMILIES_MD, gen.FAMILIES_PNG, gen.FAMILIES_SECTIONS, "families_cpu.png", "families", "families.md")
 
 
 def test_report_section_extracts_one_section():
