@@ -13,6 +13,8 @@ Selection is the same on both sides, and separate from the reported numbers:
   ``dpmpp_2m_sde``) on its default grid and on the ``log_snr``, ``uniform`` and ``karras`` grids, and on a
   :class:`~scoresde.solvers.optimized_grids.GITS` grid fitted once on the network (its fit is a one-off cost per
   model, reported apart and not counted in the NFE, as the peers' choice of settings is not);
+  and the deterministic ones also with the final denoising step (``denoise=True``, counted in the NFE) on
+  their default, uniform and Karras grids, as diffusers' schedulers end at noise level 0;
 * diffusers: each scheduler with its defaults and with ``timestep_spacing`` linspace or trailing, with and
   without Karras sigmas;
 * at each NFE budget every candidate draws ``--select-num`` images from the selection seed (1000); the one with
@@ -66,6 +68,8 @@ PEER_SETTINGS: Tuple[Dict[str, Any], ...] = (
 #: Our solvers compared (labels of fewstep_bench's configurations) and the grids each runs on (None: its default).
 OURS = ("ddim", "dpmpp_2m", "dpmpp_3m", "unipc", "ipndm", "edm", "dpmpp_2m_sde")
 GRIDS = (None, "log_snr", "uniform", "karras", "gits")
+#: the grids of the denoised variants (``denoise=True``)
+DENOISED_GRIDS = (None, "uniform", "karras")
 SELECT_SEED = 1000
 Run = Callable[[int, int], Tuple[Tensor, int]]
 
@@ -93,6 +97,7 @@ def candidates(sde, score, nfe: int, gits: Optional[GITS]) -> List[Dict[str, Any
                 return res.samples, int(res.nfe)
 
             out.append({"side": "ours", "label": cfg.label + (f" @ {grid}" if grid else ""), "run": run})
+    out += _denoised(sde, score, nfe)
     import diffusers
 
     for label, cls, opts, per_step in PEERS:
@@ -102,6 +107,25 @@ def candidates(sde, score, nfe: int, gits: Optional[GITS]) -> List[Dict[str, Any
             o = {**opts, **settings}
             out.append({"side": "diffusers", "label": label + _settings_label(settings),
                         "run": lambda seed, n, c=cls, o=o, k=steps: diffusers_sample(c, o, sde, score, (n, 1, 28, 28), k, seed)})
+    return out
+
+
+def _denoised(sde, score, nfe: int) -> List[Dict[str, Any]]:
+    """Our deterministic solvers ending with the final denoising step (``denoise=True``, one evaluation of the
+    budget), on their default, uniform and Karras grids: like diffusers' schedulers, whose last step lands on
+    noise level 0."""
+    out = []
+    for cfg in (c for c in OURS_DETERMINISTIC if c.label in OURS):
+        steps = fit_steps(cfg, sde, (1, 28, 28), nfe - 1)
+        for grid in DENOISED_GRIDS if steps is not None else ():
+
+            def run(seed, n, cfg=cfg, steps=steps, grid=grid):
+                kw = dict(cfg.options, denoise=True, **({"grid": grid, "eps": EPS} if grid is not None else {}))
+                res = scoresde.solve(sde, score, (n, 1, 28, 28), solver=cfg.solver, steps=steps,
+                                     generator=torch.Generator().manual_seed(seed), **kw)
+                return res.samples, int(res.nfe)
+
+            out.append({"side": "ours", "label": f"{cfg.label} + denoise" + (f" @ {grid}" if grid else ""), "run": run})
     return out
 
 
@@ -180,6 +204,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             selection.append(row)
             scored.append((row, cand))
             print(json.dumps(row), flush=True)
+        labels = {c["label"] for c in pool}
+        selection += [r for (n, label), r in earlier_selection.items() if n == nfe and label not in labels]
         for side in ("ours", "diffusers"):
             best = sorted((rc for rc in scored if rc[0]["side"] == side), key=lambda rc: rc[0]["fld"])[: args.finalists]
             for row, cand in best:
