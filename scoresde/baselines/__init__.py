@@ -18,13 +18,11 @@ What each ``bits_per_dim`` means (all in bits per pixel of 8-bit data, lower is 
 
 from __future__ import annotations
 
-from ._train import BASELINE_KIND, FitResult, fit, load_baseline, num_parameters, save_baseline
+from ._train import FitResult, fit, num_parameters
 from .dcgan import DCGAN
+from .files import BASELINE_KIND, BASELINES, load_baseline, save_baseline
 from .realnvp import RealNVP
 from .vae import ConvVAE, DecoderParams, ELBOResult, discretized_logistic_log_prob, gaussian_elbo, gaussian_entropy
-
-#: Baseline kinds (the ``kind`` stored in their files) and their classes.
-BASELINES = {"vae": ConvVAE, "realnvp": RealNVP, "dcgan": DCGAN}
 
 __all__ = [
     "ConvVAE", "RealNVP", "DCGAN", "BASELINES", "ELBOResult", "DecoderParams",

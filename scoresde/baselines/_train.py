@@ -12,29 +12,21 @@ Every baseline model offers the same small training interface, which :func:`fit`
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from .._validation import check_generator, finite_float, positive_int
-from ..checkpoint import load_artifact, save_artifact
-from ..errors import CheckpointError, DataError, OptionError, ShapeError
+from ..errors import DataError, OptionError, ShapeError
 
 #: Grey levels of the 8-bit images the baselines model.
 LEVELS = 256
 #: Model range of the images: level ``k`` sits at ``-1 + 2 k / 255`` (:func:`scoresde.data.to_model_range`).
 DATA_RANGE = (-1.0, 1.0)
-#: Artifact kind of files written by :func:`save_baseline` (their ``format`` is ``"scoresde-baseline"``).
-BASELINE_KIND = "baseline"
-#: ``version`` entry of files written by :func:`save_baseline`.
-BASELINE_VERSION = 1
-
-PathLike = Union[str, "os.PathLike[str]"]
 
 
 # --------------------------------------------------------------------------------------------- input checks
@@ -234,55 +226,6 @@ def _print_progress(step, steps, losses, n_recent, dt, cpu, budget) -> None:
     of_budget = f" of {budget:.0f}" if budget is not None else ""
     print(f"step {step}{of_steps}: {means} ({n_recent / dt:.2f} steps/s, {cpu:.0f}{of_budget} CPU s)",
           file=sys.stderr, flush=True)
-
-
-# --------------------------------------------------------------------------------------------- files
-
-
-def save_baseline(path: PathLike, model: nn.Module) -> None:
-    """Write ``model`` to ``path`` as a ``baseline`` artifact (:func:`scoresde.checkpoint.save_artifact`, atomically).
-
-    The file holds ``kind``, ``config`` and ``weights`` (tensors and plain values only) and a digest.
-
-    Raises:
-        OptionError: ``model`` is not a baseline (no ``kind``/``config``).
-        OutputError: the file cannot be written.
-    """
-    kind, config = getattr(model, "kind", None), getattr(model, "config", None)
-    if not isinstance(kind, str) or not isinstance(config, dict):
-        raise OptionError(f"model must be a scoresde baseline (ConvVAE, RealNVP, DCGAN), got {type(model).__name__}")
-    save_artifact(path, BASELINE_KIND, BASELINE_VERSION, {
-        "kind": kind, "config": dict(config), "weights": {k: v.detach().cpu() for k, v in model.state_dict().items()},
-    })
-
-
-def load_baseline(path: PathLike, device: Optional[Union[str, torch.device]] = None) -> nn.Module:
-    """Read a file written by :func:`save_baseline` without executing code from it.
-
-    Returns:
-        The model (a ``ConvVAE``, ``RealNVP`` or ``DCGAN``) on ``device`` (default CPU), in eval mode.
-
-    Raises:
-        CheckpointError: a missing or unreadable file, one that needs code execution to load (pickled
-            Python objects), one that is not a scoresde baseline, or one whose weights do not fit its config.
-    """
-    from . import BASELINES  # the package maps kinds to classes; imported here to keep this module at the bottom
-
-    state = load_artifact(path, BASELINE_KIND, (BASELINE_VERSION,), hint="write one with save_baseline")
-    kind = state.get("kind")
-    if kind not in BASELINES:
-        raise CheckpointError(f"{path}: unknown baseline kind {kind!r}; known: {', '.join(BASELINES)}")
-    try:
-        model = BASELINES[kind](**state["config"])
-        model.load_state_dict(state["weights"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as e:
-        raise CheckpointError(f"{path}: the stored {kind} cannot be rebuilt: {_first_line(e)}") from None
-    return model.to(torch.device(device) if device is not None else torch.device("cpu")).eval()
-
-
-def _first_line(e: BaseException) -> str:
-    lines = str(e).strip().splitlines()
-    return lines[0] if lines else type(e).__name__
 
 
 def nats_to_bits_per_dim(nats: Tensor, dims: int) -> Tensor:
