@@ -78,6 +78,19 @@ def _settings_label(settings: Dict[str, Any]) -> str:
     return "" if not settings else " (" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")"
 
 
+def _ours(sde, score, cfg, steps: int, grid, **options: Any) -> Run:
+    """``run(seed, n) -> (x, nfe)``: ``n`` images from our solver ``cfg`` with ``steps`` steps on ``grid`` (a grid name, a
+    fitted grid, or ``None`` for its default) and ``options`` on top of the configuration's own."""
+
+    def run(seed: int, n: int) -> Tuple[Tensor, int]:
+        kw = dict(cfg.options, **options, **({"grid": grid, "eps": EPS} if grid is not None else {}))
+        res = scoresde.solve(sde, score, (n, 1, 28, 28), solver=cfg.solver, steps=steps,
+                             generator=torch.Generator().manual_seed(seed), **kw)
+        return res.samples, int(res.nfe)
+
+    return run
+
+
 def candidates(sde, score, nfe: int, gits: Optional[GITS]) -> List[Dict[str, Any]]:
     """The samplers at ``nfe`` evaluations: ``{side, label, run(seed, n) -> (x, nfe)}``."""
     out = []
@@ -88,14 +101,7 @@ def candidates(sde, score, nfe: int, gits: Optional[GITS]) -> List[Dict[str, Any
         for grid in GRIDS:
             if grid == "gits" and (gits is None or steps > gits.fine_steps):
                 continue
-            grid_arg = gits if grid == "gits" else grid
-
-            def run(seed, n, cfg=cfg, steps=steps, grid_arg=grid_arg):
-                kw = dict(cfg.options, **({"grid": grid_arg, "eps": EPS} if grid_arg is not None else {}))
-                res = scoresde.solve(sde, score, (n, 1, 28, 28), solver=cfg.solver, steps=steps,
-                                     generator=torch.Generator().manual_seed(seed), **kw)
-                return res.samples, int(res.nfe)
-
+            run = _ours(sde, score, cfg, steps, gits if grid == "gits" else grid)
             out.append({"side": "ours", "label": cfg.label + (f" @ {grid}" if grid else ""), "run": run})
     out += _denoised(sde, score, nfe)
     import diffusers
@@ -118,13 +124,7 @@ def _denoised(sde, score, nfe: int) -> List[Dict[str, Any]]:
     for cfg in (c for c in OURS_DETERMINISTIC if c.label in OURS):
         steps = fit_steps(cfg, sde, (1, 28, 28), nfe - 1)
         for grid in DENOISED_GRIDS if steps is not None else ():
-
-            def run(seed, n, cfg=cfg, steps=steps, grid=grid):
-                kw = dict(cfg.options, denoise=True, **({"grid": grid, "eps": EPS} if grid is not None else {}))
-                res = scoresde.solve(sde, score, (n, 1, 28, 28), solver=cfg.solver, steps=steps,
-                                     generator=torch.Generator().manual_seed(seed), **kw)
-                return res.samples, int(res.nfe)
-
+            run = _ours(sde, score, cfg, steps, grid, denoise=True)
             out.append({"side": "ours", "label": f"{cfg.label} + denoise" + (f" @ {grid}" if grid else ""), "run": run})
     return out
 
