@@ -32,7 +32,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parent.parent
 FIGURES = ROOT / "docs" / "figures"
@@ -68,43 +68,32 @@ def report_section(report: str, title: str) -> str:
     return "\n".join(lines).strip() + "\n"
 
 
-def copy_benchmark() -> List[Path]:
-    if not (BENCH_MD.is_file() and BENCH_PNG.is_file()):
-        raise SystemExit(f"missing {BENCH_MD} or {BENCH_PNG}: run "
-                         "python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json")
+def copy_report(md: Path, png: Path, figure: str, sections: Dict[str, str], how: str) -> List[Path]:
+    """Copy the plot ``png`` to ``docs/figures/<figure>`` and each section ``title`` of the report ``md`` to
+    ``docs/snippets/<name>`` (``sections``: title -> name); ``how`` says how to produce missing results."""
+    if not (md.is_file() and png.is_file()):
+        raise SystemExit(f"missing {md} or {png}: run {how}")
     FIGURES.mkdir(parents=True, exist_ok=True)
     SNIPPETS.mkdir(parents=True, exist_ok=True)
-    png = FIGURES / "benchmark_quality_vs_nfe.png"
-    shutil.copyfile(BENCH_PNG, png)
-    report = BENCH_MD.read_text(encoding="utf-8")
-    written = [png]
-    for title, name in SECTIONS.items():
-        (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
-        written.append(SNIPPETS / name)
-    if not (FEWSTEP_MD.is_file() and FEWSTEP_PNG.is_file()):
-        raise SystemExit(f"missing {FEWSTEP_MD} or {FEWSTEP_PNG}: run python benchmarks/run.py --quick "
-                         "--sections fewstep --threads 1 --out benchmarks/results/cpu-fewstep.json")
-    shutil.copyfile(FEWSTEP_PNG, FIGURES / FEWSTEP_FIGURE)
-    written.append(FIGURES / FEWSTEP_FIGURE)
-    report = FEWSTEP_MD.read_text(encoding="utf-8")
-    for title, name in FEWSTEP_SECTIONS.items():
+    shutil.copyfile(png, FIGURES / figure)
+    written = [FIGURES / figure]
+    report = md.read_text(encoding="utf-8")
+    for title, name in sections.items():
         (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
         written.append(SNIPPETS / name)
     return written
+
+
+def copy_benchmark() -> List[Path]:
+    return copy_report(BENCH_MD, BENCH_PNG, "benchmark_quality_vs_nfe.png", SECTIONS,
+                       "python benchmarks/run.py --quick --out benchmarks/results/cpu-quick.json") + copy_report(
+        FEWSTEP_MD, FEWSTEP_PNG, FEWSTEP_FIGURE, FEWSTEP_SECTIONS,
+        "python benchmarks/run.py --quick --sections fewstep --threads 1 --out benchmarks/results/cpu-fewstep.json")
 
 
 def copy_families() -> List[Path]:
-    if not (FAMILIES_MD.is_file() and FAMILIES_PNG.is_file()):
-        raise SystemExit(f"missing {FAMILIES_MD} or {FAMILIES_PNG}: run python benchmarks/families.py --profile cpu")
-    FIGURES.mkdir(parents=True, exist_ok=True)
-    SNIPPETS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(FAMILIES_PNG, FIGURES / "families_cpu.png")
-    written = [FIGURES / "families_cpu.png"]
-    report = FAMILIES_MD.read_text(encoding="utf-8")
-    for title, name in FAMILIES_SECTIONS.items():
-        (SNIPPETS / name).write_text(report_section(report, title), encoding="utf-8")
-        written.append(SNIPPETS / name)
-    return written
+    return copy_report(FAMILIES_MD, FAMILIES_PNG, "families_cpu.png", FAMILIES_SECTIONS,
+                       "python benchmarks/families.py --profile cpu")
 
 
 def run_example(name: str, data_dir: str) -> Path:
