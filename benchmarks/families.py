@@ -59,6 +59,8 @@ from scoresde.training import Trainer
 from scoresde.training.presets import PRESETS
 
 FAMILIES = ("score_sde", "score_sde_likelihood", "latent_score_sde", "vae", "realnvp", "gan")
+#: the pixel-space score SDEs (an exact likelihood; sampled like the latent one)
+PIXEL_SDES = ("score_sde", "score_sde_likelihood")
 
 PROFILES: Dict[str, Dict[str, Any]] = {
     "quick": dict(datasets=["mnist"], budget=20.0, n_train=4000, samples=200, bpd_num=4, bpd_num_cheap=200,
@@ -184,7 +186,7 @@ TRAINERS = {"score_sde": train_score_sde, "score_sde_likelihood": partial(train_
 def draw(family: str, trained: Dict[str, Any], n: int, seed: int, steps: int) -> torch.Tensor:
     """``n`` images in [-1, 1] from a trained model (one generator, seeded)."""
     gen = torch.Generator().manual_seed(seed)
-    if family in ("score_sde", "score_sde_likelihood", "latent_score_sde"):
+    if family in (*PIXEL_SDES, "latent_score_sde"):
         sde, score = trained["model"][:2]
         shape = trained["model"][2].event_shape if family == "latent_score_sde" else None
         event = shape or tuple(_event_of(score))
@@ -205,7 +207,7 @@ def bits_per_dim(family: str, trained: Dict[str, Any], test: Dataset, profile: D
     gen = torch.Generator().manual_seed(seed)
     if family == "gan":
         return None, None, "none"
-    if family in ("score_sde", "score_sde_likelihood"):
+    if family in PIXEL_SDES:
         sde, score = trained["model"]
         res = dataset_likelihood(sde, score, test.data[: profile["bpd_num"]], levels=256, data_range=(-1.0, 1.0),
                                  trace="hutchinson", batch_size=16, generator=gen, progress=False,
